@@ -1,0 +1,1 @@
+"""Stage `changes` (placeholder: being written)."""

@@ -1,0 +1,129 @@
+"""User pipeline code runs here: in a child process, with a timeout, never in the gate.
+
+`call(func, *args, cwd=..., timeout=..., hook=...)` runs a module-level function of dlgate in
+a spawned child whose working directory and first `sys.path` entry is the user's repository.
+A raise, a hang, a crash (segfault, `os._exit`) or an import clash in user code becomes a
+`HookError` with the hook's name and the error quoted; the gate goes on.
+`command(...)` does the same for a shell-free command line (the pipeline's training command).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dlgate.errors import HookError
+
+R = TypeVar("R")
+
+_GRACE_S = 5.0
+
+
+def call(
+    func: Callable[..., R],
+    *args: Any,
+    cwd: Path,
+    timeout: float,
+    hook: str,
+) -> R:
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, func, args, str(cwd)), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            if proc.is_alive():
+                _kill(proc)
+                raise HookError(hook, f"no result after {timeout:g}s (the configured timeout)",
+                                kind="timeout")
+        try:
+            status, payload = recv.recv()
+        except EOFError:
+            proc.join(_GRACE_S)
+            code = proc.exitcode
+            why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            raise HookError(hook, f"the process died without a result ({why})",
+                            kind="crashed") from None
+    finally:
+        recv.close()
+        proc.join(_GRACE_S)
+        if proc.is_alive():
+            _kill(proc)
+    if status == "ok":
+        return payload  # type: ignore[no-any-return]
+    message, tb = payload
+    raise HookError(hook, message, kind="raised", details=tb)
+
+
+def _child(conn: Any, func: Callable[..., Any], args: tuple[Any, ...], cwd: str) -> None:
+    os.chdir(cwd)
+    sys.path.insert(0, cwd)
+    try:
+        result = func(*args)
+        conn.send(("ok", result))
+    except BaseException as exc:
+        tb = traceback.format_exc(limit=-6)
+        conn.send(("error", (f"{type(exc).__name__}: {exc}", tb)))
+    finally:
+        conn.close()
+
+
+def _kill(proc: Any) -> None:
+    proc.kill()
+    proc.join(_GRACE_S)
+
+
+def command(
+    line: str,
+    *,
+    cwd: Path,
+    timeout: float,
+    hook: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    substitutions: Mapping[str, str] | None = None,
+) -> None:
+    """Run a command line (no shell) in `cwd`; output goes to `log`. Non-zero exit or a
+    timeout raises `HookError` quoting the end of the output."""
+    try:
+        argv = [a.format(**(substitutions or {})) for a in shlex.split(line)]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise HookError(hook, f"cannot parse the command {line!r}: {exc}", kind="failed") from None
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable  # the gate's interpreter, with the user's requirements
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise HookError(hook, f"cannot start {argv[0]!r}: {exc.strerror}",
+                            kind="failed") from None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise HookError(hook, f"still running after {timeout:g}s (the configured "
+                            f"timeout); log: {log}", kind="timeout") from None
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise HookError(hook, f"exited with status {code}: {_last_line(tail)}", kind="failed",
+                        details=tail)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"

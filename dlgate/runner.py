@@ -1,0 +1,94 @@
+"""Runs checks so that the gate survives them: an exception becomes an `error` outcome."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+from dlgate.context import Context
+from dlgate.errors import ConfigError, HookError
+from dlgate.registry import CheckSpec, checks_for
+from dlgate.report import CheckResult, Finding, Outcome, StageResult
+
+STAGE_TITLES = {
+    "changes": "What the pull request changes",
+    "data": "The data set",
+    "training": "Smoke training",
+    "export": "The exported model",
+    "accuracy": "End-to-end accuracy",
+}
+
+
+def run_check(spec: CheckSpec, ctx: Context) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        finding = spec.func(ctx)
+        if not isinstance(finding, Finding):
+            raise TypeError(f"check {spec.id} returned {type(finding).__name__}, not a Finding")
+    except HookError as exc:
+        finding = Finding(
+            Outcome.ERROR,
+            f"{exc.hook} {_HOOK_VERBS.get(exc.kind, 'failed')}: {_quote(str(exc.args[0]))}",
+            measurements={"hook": exc.hook, "failure": exc.kind},
+            details=_fence(exc.details),
+        )
+    except ConfigError as exc:
+        finding = Finding(Outcome.ERROR, f"configuration: {exc}")
+    except Exception as exc:
+        tb = traceback.format_exc(limit=-8)
+        finding = Finding(
+            Outcome.ERROR,
+            f"check {spec.id} broke: {type(exc).__name__}: {exc}",
+            details=_fence(tb),
+        )
+    return CheckResult.from_finding(spec.id, finding, time.perf_counter() - start)
+
+
+_HOOK_VERBS = {
+    "raised": "raised",
+    "timeout": "timed out",
+    "crashed": "crashed",
+    "bad-return": "returned the wrong type",
+    "failed": "failed",
+}
+
+
+def _quote(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= 500 else text[:500] + "…"
+
+
+def _fence(text: str) -> str:
+    return f"```\n{text.strip()}\n```" if text.strip() else ""
+
+
+def run_stage(name: str, ctx: Context) -> StageResult:
+    start = time.perf_counter()
+    results = []
+    for spec in checks_for(name):
+        ctx.progress(f"{name}: {spec.name} …")
+        result = run_check(spec, ctx)
+        ctx.progress(f"{name}: {spec.name} {result.outcome.value} ({result.duration_s:.1f}s)")
+        results.append(result)
+    checks = tuple(results)
+    return StageResult(
+        name=name,
+        checks=checks,
+        title=stage_title(checks),
+        summary=STAGE_TITLES.get(name, name),
+        duration_s=round(time.perf_counter() - start, 3),
+    )
+
+
+def stage_title(checks: tuple[CheckResult, ...]) -> str:
+    """One line for the check run's title: the worst finding first."""
+    if not checks:
+        return "no checks"
+    worst = max(checks, key=lambda c: c.outcome.severity)
+    counts: dict[str, int] = {}
+    for c in checks:
+        counts[c.outcome.value] = counts.get(c.outcome.value, 0) + 1
+    tally = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    if worst.outcome in (Outcome.PASS, Outcome.SKIP):
+        return f"{len(checks)} checks: {tally}"
+    return f"{worst.message} ({tally})"[:1000]

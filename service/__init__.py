@@ -1,0 +1,1 @@
+"""GitHub-facing parts: the publisher, the webhook app, the queue and its workers."""
