@@ -185,7 +185,8 @@ class _Validator:
             if key not in known:
                 valid = ", ".join(known)
                 raise self.error(
-                    key_node, f"unknown key {key!r} in {where}{_suggest(key, known)} (valid: {valid})"
+                    key_node,
+                    f"unknown key {key!r} in {where}{_suggest(key, known)} (valid: {valid})",
                 )
             if key in seen:
                 raise self.error(key_node, f"key {key!r} appears twice in {where}")
@@ -194,7 +195,9 @@ class _Validator:
         return out
 
     def seq(self, node: yaml.Node, where: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null":
+        if _is_null(node):
+            return []
+        if isinstance(node, yaml.ScalarNode):
             return [node]  # a single value where a list is expected is a list of one
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, f"`{where}` must be a list")
@@ -202,8 +205,11 @@ class _Validator:
 
     def scalar(self, node: yaml.Node, kind: type[T], where: str) -> T:
         if not isinstance(node, yaml.ScalarNode):
-            raise self.error(node, f"`{where}` must be a {_type_name(kind)}, not a "
-                             f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+            raise self.error(
+                node,
+                f"`{where}` must be a {_type_name(kind)}, not a "
+                f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}",
+            )
         value = _construct(node)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -214,7 +220,7 @@ class _Validator:
         return value
 
     def dataclass(self, cls: type[Any], node: yaml.Node, where: str) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        if _is_null(node):
             return cls()
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, f"`{where}` must be a mapping")
@@ -238,9 +244,8 @@ class _Validator:
         origin = get_origin(hint)
         args = get_args(hint)
         if origin in (typing.Union, types.UnionType):
-            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
-                if type(None) in args:
-                    return None
+            if _is_null(node) and type(None) in args:
+                return None
             inner = [a for a in args if a is not type(None)]
             return self.value(inner[0], node, where)
         if origin is Literal:
@@ -248,8 +253,9 @@ class _Validator:
             if got not in args:
                 choices = ", ".join(repr(a) for a in args)
                 raise self.error(
-                    node, f"`{where}` must be one of {choices}, got {got!r}"
-                    f"{_suggest(str(got), [str(a) for a in args])}"
+                    node,
+                    f"`{where}` must be one of {choices}, got {got!r}"
+                    f"{_suggest(str(got), [str(a) for a in args])}",
                 )
             return got
         if origin is tuple:
@@ -278,6 +284,10 @@ class _Validator:
                 f"`{where}` = {value!r} leaves the repository; use a path relative to the "
                 "repository root without `..`",
             )
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
 def _construct(node: yaml.ScalarNode) -> Any:

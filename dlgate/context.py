@@ -34,6 +34,10 @@ class Context:
     progress: Callable[[str], None] = field(default=lambda _msg: None)
     baseline_info: BaselineInfo | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # headline metrics of the run
+    # What a recorded run keeps in MLflow besides the report: JSON documents and files that
+    # checks produced (per-sample predictions, dataset statistics, the ONNX model).
+    record_json: dict[str, object] = field(default_factory=dict)
+    record_files: dict[str, Path] = field(default_factory=dict)
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:

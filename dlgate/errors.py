@@ -51,9 +51,7 @@ class ShallowCloneError(GitError):
 class HookError(DlgateError):
     """User pipeline code failed: raised (with its traceback), timed out, or crashed."""
 
-    def __init__(
-        self, hook: str, message: str, *, kind: str = "raised", details: str = ""
-    ) -> None:
+    def __init__(self, hook: str, message: str, *, kind: str = "raised", details: str = "") -> None:
         self.hook = hook
         self.kind = kind  # raised | timeout | crashed | bad-return | failed
         self.details = details  # a traceback or the end of a log

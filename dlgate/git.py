@@ -25,7 +25,9 @@ def git_bytes(repo: Path, *args: str) -> bytes:
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     try:
         proc = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, check=False,
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            check=False,
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
         )
     except FileNotFoundError:

@@ -40,19 +40,20 @@ def call(
     proc.start()
     send.close()
     try:
-        if not recv.poll(timeout):
-            if proc.is_alive():
-                _kill(proc)
-                raise HookError(hook, f"no result after {timeout:g}s (the configured timeout)",
-                                kind="timeout")
+        if not recv.poll(timeout) and proc.is_alive():
+            _kill(proc)
+            raise HookError(
+                hook, f"no result after {timeout:g}s (the configured timeout)", kind="timeout"
+            )
         try:
             status, payload = recv.recv()
         except EOFError:
             proc.join(_GRACE_S)
             code = proc.exitcode
             why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-            raise HookError(hook, f"the process died without a result ({why})",
-                            kind="crashed") from None
+            raise HookError(
+                hook, f"the process died without a result ({why})", kind="crashed"
+            ) from None
     finally:
         recv.close()
         proc.join(_GRACE_S)
@@ -105,23 +106,32 @@ def command(
     with log.open("wb") as out:
         try:
             proc = subprocess.Popen(
-                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                argv,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full_env,
                 start_new_session=True,
             )
         except OSError as exc:
-            raise HookError(hook, f"cannot start {argv[0]!r}: {exc.strerror}",
-                            kind="failed") from None
+            raise HookError(
+                hook, f"cannot start {argv[0]!r}: {exc.strerror}", kind="failed"
+            ) from None
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise HookError(hook, f"still running after {timeout:g}s (the configured "
-                            f"timeout); log: {log}", kind="timeout") from None
+            raise HookError(
+                hook,
+                f"still running after {timeout:g}s (the configured timeout); log: {log}",
+                kind="timeout",
+            ) from None
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-        raise HookError(hook, f"exited with status {code}: {_last_line(tail)}", kind="failed",
-                        details=tail)
+        raise HookError(
+            hook, f"exited with status {code}: {_last_line(tail)}", kind="failed", details=tail
+        )
 
 
 def _last_line(text: str) -> str:

@@ -1,0 +1,3 @@
+from dlgate.cli import run_main
+
+run_main()

@@ -1,0 +1,197 @@
+"""The gate: resolve revisions, read the configuration from the base, run the stages, report.
+
+`run(request)` is what `dlgate run`, `dlgate baseline`, `dlgate release`, the Action and the
+service's workers all call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlgate import __version__, git
+from dlgate.config import CONFIG_FILE, Config, default_config, load_text
+from dlgate.context import Context
+from dlgate.errors import ConfigError, UsageError
+from dlgate.report import STAGES, BaselineInfo, Report, Revision, StageResult
+from dlgate.runner import run_stage
+
+KINDS = ("pr", "baseline", "release", "merge_group")
+
+
+@dataclass(frozen=True)
+class Request:
+    repo: Path
+    head: str
+    base: str | None = None
+    kind: str = "pr"
+    config_file: Path | None = None  # an explicit file; default: dlgate.yml at the base
+    stages: tuple[str, ...] = ()  # empty: the configured stages
+    out: Path | None = None
+    tracking_uri: str | None = None
+    ref: str = ""  # the branch or tag the run is for
+    pr: int | None = None
+    record: bool | None = None  # default: record baseline, release and merge_group runs
+
+
+def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> Report:
+    if request.kind not in KINDS:
+        raise UsageError(f"unknown run kind {request.kind!r}; one of {', '.join(KINDS)}")
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    git_dir = git.toplevel(request.repo)
+    head = Revision(request.head, git.resolve(git_dir, request.head))
+    base = Revision(request.base, git.resolve(git_dir, request.base)) if request.base else None
+    merge_base = git.merge_base(git_dir, base.sha, head.sha) if base else None
+    # A PR cannot loosen its own gate: the configuration comes from the merge base.
+    config = load_config(git_dir, merge_base or head.sha, request.config_file)
+    stages = _stages(request.stages, config)
+    out = request.out or git_dir / ".dlgate" / "runs" / f"{request.kind}-{head.sha[:7]}"
+    out.mkdir(parents=True, exist_ok=True)
+    tracking_uri = request.tracking_uri or config.baseline.tracking_uri or _default_uri(git_dir)
+    results: list[StageResult] = []
+    with git.worktree(git_dir, head.sha) as tree:
+        ctx = Context(
+            repo=tree,
+            git_dir=git_dir,
+            head=head,
+            base=base,
+            merge_base=merge_base,
+            config=config,
+            out=out,
+            kind=request.kind,
+            tracking_uri=tracking_uri,
+            progress=progress,
+        )
+        for name in stages:
+            progress(f"stage {name}")
+            results.append(run_stage(name, ctx))
+        report = Report(
+            kind=request.kind,
+            repo=str(git_dir),
+            ref=request.ref,
+            head=head,
+            base=base,
+            merge_base=merge_base,
+            baseline=ctx.baseline_info,
+            stages=tuple(results),
+            started_at=started_at,
+            duration_s=round(time.perf_counter() - started, 3),
+            dlgate_version=__version__,
+            config_source=config.source,
+            metrics=dict(ctx.metrics),
+        )
+        (out / "report.json").write_text(report.to_json(), encoding="utf-8")
+        record = request.record
+        if record is None:
+            record = request.kind in ("baseline", "release", "merge_group")
+        if record:
+            progress(f"recording the {request.kind} run in MLflow")
+            _record(ctx, report, request)
+    return report
+
+
+def _stages(requested: tuple[str, ...], config: Config) -> tuple[str, ...]:
+    for name in requested:
+        if name not in STAGES:
+            raise UsageError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    chosen = requested or config.stages
+    return tuple(s for s in STAGES if s in chosen)
+
+
+def load_config(git_dir: Path, rev: str, explicit: Path | None) -> Config:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("no such file; pass --config an existing dlgate.yml", file=str(explicit))
+        return load_text(explicit.read_text(encoding="utf-8"), source=str(explicit))
+    blob = git.show(git_dir, rev, CONFIG_FILE)
+    if blob is None:
+        return default_config(f"defaults (no {CONFIG_FILE} at {rev[:7]})")
+    source = f"{CONFIG_FILE} @ {rev[:7]}"
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=source) from None
+    return load_text(text, source=source)
+
+
+def _default_uri(git_dir: Path) -> str:
+    from dlgate.baselines import default_tracking_uri
+
+    return default_tracking_uri(git_dir)
+
+
+def _record(ctx: Context, report: Report, request: Request) -> None:
+    from dlgate.baselines import Store
+
+    store = Store.open(ctx.tracking_uri, ctx.config.baseline.experiment)
+    run = store.record(
+        sha=report.head.sha,
+        kind=report.kind,
+        ref=request.ref,
+        metrics=report.metrics,
+        report_json=report.to_json(),
+        json_artifacts=ctx.record_json,
+        files=ctx.record_files,
+        pr=request.pr,
+        tag=request.ref if report.kind == "release" else None,
+    )
+    ctx.progress(f"recorded run {run.run_id}")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The reference a PR is compared with: its run's predictions and metrics."""
+
+    info: BaselineInfo
+    predictions: list[dict[str, Any]]
+    metrics: dict[str, float]
+
+
+def baseline_for(ctx: Context) -> Baseline | None:
+    """The merge base's baseline: its own run, else the nearest first-parent ancestor's, else
+    (per `baseline.missing`) computed now from the merge base and recorded. Memoized."""
+    return ctx.memo("gate.baseline", lambda: _find_or_compute(ctx))
+
+
+def _find_or_compute(ctx: Context) -> Baseline | None:
+    from dlgate.baselines import Store
+
+    if ctx.merge_base is None:
+        return None
+    settings = ctx.config.baseline
+    store = Store.open(ctx.tracking_uri, settings.experiment)
+    found = store.find_baseline(ctx.git_dir, ctx.merge_base, settings.max_distance)
+    if found is not None:
+        run, distance = found
+        how = "exact" if distance == 0 else "ancestor"
+        info = BaselineInfo(how, run.sha, distance, run.run_id, ctx.tracking_uri)
+        ctx.baseline_info = info
+        return Baseline(info, store.load_json(run, "predictions.json"), dict(run.metrics))
+    if settings.missing != "compute":
+        ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
+        return None
+    ctx.progress(f"no baseline recorded for {ctx.merge_base[:7]}: computing it now")
+    sub = Request(
+        repo=ctx.git_dir,
+        head=ctx.merge_base,
+        kind="baseline",
+        out=ctx.out / "baseline",
+        tracking_uri=ctx.tracking_uri,
+        ref=f"{settings.branch} (computed)",
+        stages=("accuracy",),
+        record=True,
+    )
+    report = run(sub, lambda m: ctx.progress(f"  baseline: {m}"))
+    recorded = store.run_for(report.head.sha)
+    if recorded is None:
+        ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
+        return None
+    info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
+    ctx.baseline_info = info
+    return Baseline(info, store.load_json(recorded, "predictions.json"), dict(recorded.metrics))
+

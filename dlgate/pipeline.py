@@ -1,0 +1,84 @@
+"""The model the pipeline makes: trained by the configured command, or a committed artifact.
+
+Export and accuracy evaluate what the user's own pipeline produced, not a model dlgate trained
+its own way. The training command runs once per run (memoized) in the head's checkout, in a
+child process with the configured timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlgate import hooks
+from dlgate.config import PipelineSettings
+from dlgate.context import Context
+from dlgate.errors import ConfigError, HookError
+
+
+@dataclass(frozen=True)
+class Product:
+    onnx: Path
+    weights: Path | None  # the framework's state_dict, where the pipeline writes one
+    history: dict[str, Any]  # what the training wrote to history.json (losses, epochs)
+    log: Path | None  # the training command's output
+    trained: bool  # False: a committed artifact was taken
+
+
+def product(ctx: Context) -> Product:
+    """The head's model, made once per run."""
+    return ctx.memo(
+        "pipeline.product",
+        lambda: build(ctx.repo, ctx.config.pipeline, ctx.artifact_dir("model"), ctx.head.sha),
+    )
+
+
+def build(repo: Path, settings: PipelineSettings, out: Path, sha: str) -> Product:
+    if settings.artifact:
+        onnx = repo / settings.artifact
+        if not onnx.is_file():
+            raise ConfigError(
+                f"pipeline.artifact = {settings.artifact!r} does not exist at {sha[:7]}; "
+                "commit the exported model there or configure `pipeline.train`"
+            )
+        return Product(onnx=onnx, weights=None, history={}, log=None, trained=False)
+    if not settings.train:
+        raise ConfigError(
+            "`pipeline` has neither `train` (a command that writes the model into {out}) nor "
+            "`artifact` (a committed ONNX file); set one of them"
+        )
+    log = out / "train.log"
+    hooks.command(
+        settings.train,
+        cwd=repo,
+        timeout=settings.timeout,
+        hook="pipeline.train",
+        log=log,
+        env={"DLGATE_GIT_SHA": sha, "DLGATE_SEED": str(settings.seed)},
+        substitutions={"out": str(out)},
+    )
+    onnx = out / settings.onnx
+    if not onnx.is_file():
+        raise HookError(
+            "pipeline.train",
+            f"finished but wrote no {settings.onnx} into {{out}}; the command must write its "
+            f"ONNX model to the folder given as {{out}} (see {log})",
+            kind="failed",
+        )
+    weights = out / settings.weights
+    history_file = out / "history.json"
+    history: dict[str, Any] = {}
+    if history_file.is_file():
+        try:
+            history = json.loads(history_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise HookError("pipeline.train", f"history.json is not JSON: {exc}") from None
+    return Product(
+        onnx=onnx,
+        weights=weights if weights.is_file() else None,
+        history=history,
+        log=log,
+        trained=True,
+    )
