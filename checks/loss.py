@@ -36,7 +36,7 @@ def loss(ctx: Context) -> Finding:
     inputs, labels = training_batch(ctx)
     result = hooks.call(
         framework.smoke_train, spec, inputs, labels, settings.steps, settings.lr,
-        ctx.config.pipeline.seed, cwd=ctx.repo, timeout=ctx.config.pipeline.timeout,
+        ctx.config.pipeline.seed, cwd=ctx.repo, timeout=ctx.config.pipeline.hook_timeout,
         hook="pipeline.model",
     )
     losses = [float(v) for v in result["losses"]]

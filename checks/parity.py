@@ -37,7 +37,7 @@ def parity(ctx: Context) -> Finding:
     inputs = inputs[: settings.samples]
     expected = hooks.call(
         framework.forward, ctx.config.pipeline.model, str(made.weights), inputs,
-        cwd=ctx.repo, timeout=ctx.config.pipeline.timeout, hook="pipeline.model",
+        cwd=ctx.repo, timeout=ctx.config.pipeline.hook_timeout, hook="pipeline.model",
     )
     got = deployed.run(inputs)
     if got.shape != expected.shape:

@@ -75,7 +75,8 @@ class PipelineSettings:
     model: str = ""
     onnx: str = "model.onnx"  # file name `train` writes under {out}
     weights: str = "model.pt"  # state_dict file name `train` writes under {out}
-    timeout: float = 600.0  # seconds for `train` and for each user hook call
+    timeout: float = 600.0  # seconds the `train` command may take
+    hook_timeout: float = 120.0  # seconds each call into user code (model factory) may take
     seed: int = 0
 
 

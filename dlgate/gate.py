@@ -150,6 +150,9 @@ class Baseline:
     info: BaselineInfo
     predictions: list[dict[str, Any]]
     metrics: dict[str, float]
+    # Loads another JSON artifact of the baseline run by name (e.g. "data_stats.json");
+    # raises BaselineError when the run has none.
+    load_json: Callable[[str], Any]
 
 
 def baseline_for(ctx: Context) -> Baseline | None:
@@ -171,7 +174,8 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         how = "exact" if distance == 0 else "ancestor"
         info = BaselineInfo(how, run.sha, distance, run.run_id, ctx.tracking_uri)
         ctx.baseline_info = info
-        return Baseline(info, store.load_json(run, "predictions.json"), dict(run.metrics))
+        return Baseline(info, store.load_json(run, "predictions.json"), dict(run.metrics),
+                        lambda name: store.load_json(run, name))
     if settings.missing != "compute":
         ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
         return None
@@ -183,7 +187,7 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         out=ctx.out / "baseline",
         tracking_uri=ctx.tracking_uri,
         ref=f"{settings.branch} (computed)",
-        stages=("accuracy",),
+        stages=("data", "accuracy"),
         record=True,
     )
     report = run(sub, lambda m: ctx.progress(f"  baseline: {m}"))
@@ -193,5 +197,6 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         return None
     info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
     ctx.baseline_info = info
-    return Baseline(info, store.load_json(recorded, "predictions.json"), dict(recorded.metrics))
+    return Baseline(info, store.load_json(recorded, "predictions.json"), dict(recorded.metrics),
+                    lambda name: store.load_json(recorded, name))
 
