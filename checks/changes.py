@@ -427,8 +427,8 @@ def mix(ctx: Context) -> Finding:
         else:
             message = "this pull request changes neither data nor code"
         return Finding(Outcome.PASS, message, measurements, details=details)
-    data_list = _write_paths(ctx, "data-paths.txt", _side_paths(data, Kind.DATA))
-    code_list = _write_paths(ctx, "code-paths.txt", _side_paths(code, Kind.CODE))
+    data_list = _write_paths(ctx, "data-paths.txt", _split_paths(data, Kind.CODE))
+    code_list = _write_paths(ctx, "code-paths.txt", _split_paths(code, Kind.DATA))
     return Finding(
         Outcome.FAIL,
         f"this pull request changes data ({_files(len(data))}) and code "
@@ -449,7 +449,8 @@ def config(ctx: Context) -> Finding:
     if not cs.config:
         return Finding(Outcome.PASS, f"{cs.config_file} unchanged")
     change = cs.config[0]
-    diff = git.git(ctx.git_dir, "diff", "-M", cs.merge_base, cs.head, "--", *change_paths(change))
+    paths = [s.path for s in change.sides]
+    diff = git.git(ctx.git_dir, "diff", "-M", cs.merge_base, cs.head, "--", *paths)
     lines = diff.splitlines()
     shown = "\n".join(lines[:200]) + (
         f"\n… {len(lines) - 200} more lines" if len(lines) > 200 else ""
@@ -458,8 +459,8 @@ def config(ctx: Context) -> Finding:
     return Finding(
         Outcome.WARN,
         f"{cs.config_file} {change.verb} in this pull request; the gate used the base "
-        f"revision's config ({ctx.config.source}), the change takes effect after merge",
-        {"config_file": cs.config_file, "status": change.status},
+        "revision's config, the change takes effect after merge",
+        {"config_file": cs.config_file, "status": change.status, "used": ctx.config.source},
         annotations=[
             Annotation(
                 cs.config_file,
@@ -473,10 +474,6 @@ def config(ctx: Context) -> Finding:
         else [],
         details=f"```diff\n{shown}\n```" if shown else "",
     )
-
-
-def change_paths(change: Change) -> list[str]:
-    return [s.path for s in change.sides]
 
 
 def _files(n: int) -> str:
@@ -524,8 +521,16 @@ def _item(change: Change, kind: Kind) -> str:
     return f"{label} ({'; '.join(notes)})"
 
 
-def _side_paths(changes: Sequence[Change], kind: Kind) -> list[str]:
-    return [s.path for c in changes for s in c.sides if s.kind is kind]
+def _split_paths(changes: Sequence[Change], leave: Kind) -> list[str]:
+    """Pathspecs that take these changes to a branch of their own, without their `leave`
+    side: a rename from `src/` into `data/` adds the data file on the data-only branch and
+    removes the code file on the code-only one; the other side of a rename travels along."""
+    return [_pathspec(s.path) for c in changes for s in c.sides if s.kind is not leave]
+
+
+def _pathspec(path: str) -> str:
+    # git reads `*?[` in a pathspec as a wildcard; such a name is asked for literally.
+    return f":(literal){path}" if any(ch in path for ch in "*?[\\") else path
 
 
 def _write_paths(ctx: Context, name: str, paths: Sequence[str]) -> str:
@@ -544,8 +549,8 @@ def _split_help(cs: ChangeSet, data_list: str, code_list: str) -> str:
             return f"{cmd} --pathspec-from-file={PurePosixPath(listed).name}"
         return f"{cmd} -- {' '.join(shlex.quote(p) for p in paths)}"
 
-    data = _side_paths(cs.data, Kind.DATA)
-    code = _side_paths(cs.code, Kind.CODE)
+    data = _split_paths(cs.data, Kind.CODE)
+    code = _split_paths(cs.code, Kind.DATA)
     steps = [
         f"git switch -c data-only {mb}",
         restore(data, data_list),
@@ -560,10 +565,8 @@ def _split_help(cs: ChangeSet, data_list: str, code_list: str) -> str:
         note = f"\n\nThe full path lists are the run's artifacts `{data_list}` and `{code_list}`."
     return (
         "**How to split it**: one pull request with the data, one with the code (merge one, "
-        "then gate the other against it). From the merge base:\n\n```sh\n"
-        + "\n".join(steps)
-        + "\n```"
-        + note
+        "then gate the other against it); other files can go with either. From the merge "
+        "base:\n\n```sh\n" + "\n".join(steps) + "\n```" + note
     )
 
 
