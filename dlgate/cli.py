@@ -27,7 +27,7 @@ class ExitCode(enum.IntEnum):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,13 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--repo", type=Path, default=Path("."), help="the git repository")
         sp.add_argument("--config", type=Path, help="a dlgate.yml to use instead of the base's")
-        sp.add_argument("--stage", action="append", choices=STAGES, default=[],
-                        help="run only this stage (repeatable)")
+        sp.add_argument(
+            "--stage",
+            action="append",
+            choices=STAGES,
+            default=[],
+            help="run only this stage (repeatable)",
+        )
         sp.add_argument("--json", type=Path, help="write the JSON report here")
         sp.add_argument("--markdown", type=Path, help="write the Markdown report here")
         sp.add_argument("--out", type=Path, help="folder for reports and artifacts")
-        sp.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
-                        "$MLFLOW_TRACKING_URI, else SQLite in <repo>/.dlgate/)")
+        sp.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: "
+            "$MLFLOW_TRACKING_URI, else SQLite in <repo>/.dlgate/)",
+        )
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
         sp.add_argument("-v", "--verbose", action="store_true", help="show passing checks too")
 
@@ -74,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version exit from argparse; main returns
+            return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
         return _dispatch(args)
     except DlgateError as exc:
         print(f"dlgate: error: {exc}", file=sys.stderr)
@@ -86,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        print(f"dlgate: internal error: {type(exc).__name__}: {exc}; please report it",
-              file=sys.stderr)
+        print(
+            f"dlgate: internal error: {type(exc).__name__}: {exc}; please report it",
+            file=sys.stderr,
+        )
         return ExitCode.INTERNAL
 
 
@@ -108,8 +121,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         "tracking_uri": args.tracking_uri,
     }
     if args.command == "run":
-        request = gate.Request(head=args.head, base=args.base, kind=args.kind, pr=args.pr,
-                               record=args.record or None, **common)
+        request = gate.Request(
+            head=args.head,
+            base=args.base,
+            kind=args.kind,
+            pr=args.pr,
+            record=args.record or None,
+            **common,
+        )
     elif args.command == "baseline":
         request = gate.Request(head=args.rev, kind="baseline", ref=args.ref, **common)
     else:

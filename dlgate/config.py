@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -79,6 +80,12 @@ class PipelineSettings:
     hook_timeout: float = 120.0  # seconds each call into user code (model factory) may take
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # A zero or negative timeout would make every hook time out at once.
+        for name in ("timeout", "hook_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be a positive number of seconds")
+
 
 @section("baseline")
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class BaselineSettings:
     branch: str = "main"  # the branch whose commits carry baselines
     missing: Literal["compute", "warn", "fail"] = "compute"
     max_distance: int = 50  # how many first-parent commits back to look for a baseline
+
+    def __post_init__(self) -> None:
+        if self.max_distance < 0:
+            raise ValueError("`max_distance` must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -128,7 +139,7 @@ def default_config(source: str = "(defaults)") -> Config:
     return Config(
         source=source,
         stages=STAGES,
-        sections={name: cls() for name, cls in _registered().items()},
+        sections=types.MappingProxyType({name: cls() for name, cls in _registered().items()}),
     )
 
 
@@ -141,7 +152,7 @@ def load_text(text: str, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"not valid YAML: {exc.problem}", file=source, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", file=source) from None
-    if root is None:
+    if root is None or _is_null(root):  # empty, comments only, or a bare `---`
         return default_config(source)
     v = _Validator(source)
     if not isinstance(root, yaml.MappingNode):
@@ -156,15 +167,16 @@ def load_text(text: str, source: str = CONFIG_FILE) -> Config:
             if v.scalar(value_node, int, "version") != 1:
                 raise v.error(value_node, "`version` must be 1 (the only format there is)")
         elif key == "stages":
-            stages = tuple(v.scalar(n, str, "stages[]") for n in v.seq(value_node, "stages"))
-            for n, name in zip(value_node.value, stages, strict=True):
+            nodes = v.seq(value_node, "stages")
+            stages = tuple(v.scalar(n, str, "stages[]") for n in nodes)
+            for n, name in zip(nodes, stages, strict=True):
                 if name not in STAGES:
                     raise v.error(n, f"unknown stage {name!r}{_suggest(name, STAGES)}")
         else:
             values[key] = v.dataclass(sections[key], value_node, key)
     for name, cls in sections.items():
         values.setdefault(name, cls())
-    return Config(source=source, stages=stages, sections=values)
+    return Config(source=source, stages=stages, sections=types.MappingProxyType(values))
 
 
 class _Validator:
@@ -208,7 +220,7 @@ class _Validator:
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(
                 node,
-                f"`{where}` must be a {_type_name(kind)}, not a "
+                f"`{where}` must be {_type_name(kind)}, not a "
                 f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}",
             )
         value = _construct(node)
@@ -217,7 +229,10 @@ class _Validator:
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = node.value  # a version-like "1.10" stays as written
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(node, f"`{where}` must be a {_type_name(kind)}, got {node.value!r}")
+            raise self.error(node, f"`{where}` must be {_type_name(kind)}, got {node.value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # A NaN threshold compares false with everything: a check would silently pass.
+            raise self.error(node, f"`{where}` must be a finite number, got {node.value!r}")
         return value
 
     def dataclass(self, cls: type[Any], node: yaml.Node, where: str) -> Any:
@@ -233,8 +248,11 @@ class _Validator:
             path = f"{where}.{name}"
             value = self.value(hints[name], value_node, path)
             if fields[name].metadata.get("path"):
-                for p in value if isinstance(value, tuple) else (value,):
-                    self.check_path(value_node, p, path)
+                if isinstance(value, tuple):  # each item on its own line where it has one
+                    for n, p in zip(self.seq(value_node, path), value, strict=True):
+                        self.check_path(n, p, path)
+                else:
+                    self.check_path(value_node, value, path)
             kwargs[name] = value
         try:
             return cls(**kwargs)
@@ -267,6 +285,8 @@ class _Validator:
             out = {}
             for k, v in node.value:
                 key = self.scalar(k, str, where)
+                if key in out:
+                    raise self.error(k, f"key {key!r} appears twice in `{where}`")
                 out[key] = self.value(args[1], v, f"{where}.{key}")
             return types.MappingProxyType(out)
         if dataclasses.is_dataclass(hint):
@@ -296,8 +316,8 @@ def _construct(node: yaml.ScalarNode) -> Any:
 
 
 def _type_name(kind: type[Any]) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        kind, kind.__name__
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
+        kind, f"a {kind.__name__}"
     )
 
 

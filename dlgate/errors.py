@@ -36,7 +36,9 @@ class ConfigError(DlgateError):
     def __init__(self, message: str, *, file: str = "dlgate.yml", line: int | None = None) -> None:
         self.file = file
         self.line = line
-        where = f"{file}:{line}" if line is not None else file
+        # "dlgate.yml @ 1a2b3c4" (read from a revision) reads best as "dlgate.yml:3 @ 1a2b3c4".
+        name, sep, rev = file.partition(" @ ")
+        where = f"{name}:{line}{sep}{rev}" if line is not None else file
         super().__init__(f"{where}: {message}")
 
 

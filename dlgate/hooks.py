@@ -9,6 +9,7 @@ A raise, a hang, a crash (segfault, `os._exit`) or an import clash in user code 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shlex
@@ -54,32 +55,57 @@ def call(
             raise HookError(
                 hook, f"the process died without a result ({why})", kind="crashed"
             ) from None
+        except Exception as exc:  # the result pickled in the child but cannot load here
+            raise HookError(
+                hook,
+                f"returned a value the gate cannot load ({type(exc).__name__}: {exc}); "
+                "return plain Python or numpy values",
+                kind="bad-return",
+            ) from None
     finally:
         recv.close()
         proc.join(_GRACE_S)
-        if proc.is_alive():
-            _kill(proc)
+        _kill(proc)  # also whatever the user code started and left behind
     if status == "ok":
         return payload  # type: ignore[no-any-return]
+    if status == "bad-return":
+        raise HookError(
+            hook,
+            f"returned a value that cannot be sent back ({payload}); "
+            "return plain Python or numpy values",
+            kind="bad-return",
+        )
     message, tb = payload
     raise HookError(hook, message, kind="raised", details=tb)
 
 
 def _child(conn: Any, func: Callable[..., Any], args: tuple[Any, ...], cwd: str) -> None:
+    # Its own process group, so that a timeout also kills what user code spawned (data loader
+    # workers, subprocesses) instead of leaving them running.
+    os.setpgrp()
     os.chdir(cwd)
     sys.path.insert(0, cwd)
     try:
-        result = func(*args)
-        conn.send(("ok", result))
-    except BaseException as exc:
-        tb = traceback.format_exc(limit=-6)
-        conn.send(("error", (f"{type(exc).__name__}: {exc}", tb)))
+        try:
+            result = func(*args)
+        except BaseException as exc:
+            tb = traceback.format_exc(limit=-6)
+            conn.send(("error", (f"{type(exc).__name__}: {exc}", tb)))
+            return
+        try:
+            conn.send(("ok", result))
+        except Exception as exc:  # pickling fails before anything is sent
+            conn.send(("bad-return", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
 def _kill(proc: Any) -> None:
-    proc.kill()
+    # The group is gone, or the child died before it made one: then there is nothing to kill.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.is_alive():
+        proc.kill()
     proc.join(_GRACE_S)
 
 
@@ -95,10 +121,25 @@ def command(
 ) -> None:
     """Run a command line (no shell) in `cwd`; output goes to `log`. Non-zero exit or a
     timeout raises `HookError` quoting the end of the output."""
+    names = ", ".join(f"{{{k}}}" for k in substitutions or {}) or "none"
     try:
         argv = [a.format(**(substitutions or {})) for a in shlex.split(line)]
-    except (ValueError, KeyError, IndexError) as exc:
-        raise HookError(hook, f"cannot parse the command {line!r}: {exc}", kind="failed") from None
+    except KeyError as exc:
+        raise HookError(
+            hook,
+            f"unknown placeholder {{{exc.args[0]}}} in {line!r} (placeholders: {names}); "
+            "write {{ and }} for literal braces",
+            kind="failed",
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise HookError(
+            hook,
+            f"cannot parse the command {line!r}: {exc} (placeholders: {names}; write {{{{ and "
+            "}} for literal braces)",
+            kind="failed",
+        ) from None
+    if not argv:
+        raise HookError(hook, "the command is empty", kind="failed")
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable  # the gate's interpreter, with the user's requirements
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +156,10 @@ def command(
             )
         except OSError as exc:
             raise HookError(
-                hook, f"cannot start {argv[0]!r}: {exc.strerror}", kind="failed"
+                hook,
+                f"cannot start {argv[0]!r}: {exc.strerror}; is it installed (on PATH), or a "
+                "committed, executable file given relative to the repository root?",
+                kind="failed",
             ) from None
         try:
             code = proc.wait(timeout=timeout)

@@ -111,7 +111,7 @@ def _cell(text: str) -> str:
 
 def _metrics_table(metrics: Mapping[str, float]) -> str:
     rows = ["| metric | value |", "|---|---|"]
-    rows += [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    rows += [f"| {_cell(k)} | {v:.4g} |" for k, v in sorted(metrics.items())]
     return "\n".join(rows)
 
 
@@ -135,6 +135,9 @@ def terminal(report: Report, *, color: bool = False, verbose: bool = False) -> s
             if verbose or c.outcome not in (Outcome.PASS, Outcome.SKIP):
                 tag = paint(f"{c.outcome.value.upper():<5}", c.outcome)
                 lines.append(f"  {tag} {c.id}: {c.message}")
+                if c.details and c.outcome.blocks:
+                    # What to do about a refusal (file lists, a traceback) belongs on screen too.
+                    lines += [f"        {ln}".rstrip() for ln in c.details.strip().splitlines()]
     if report.metrics:
         lines.append(
             "metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(report.metrics.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,12 @@ class Annotation:
     end_line: int | None = None
     title: str = ""
 
+    def __post_init__(self) -> None:
+        # One canonical form (a one-line annotation ends where it starts), so that a report
+        # read back from its JSON equals the report that wrote it.
+        if self.end_line is None:
+            object.__setattr__(self, "end_line", self.start_line)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -140,7 +147,7 @@ class CheckResult:
             "id": self.id,
             "outcome": self.outcome.value,
             "message": self.message,
-            "measurements": dict(self.measurements),
+            "measurements": {k: _json_value(v) for k, v in self.measurements.items()},
             "annotations": [a.to_dict() for a in self.annotations],
             "details": self.details,
             "artifacts": list(self.artifacts),
@@ -288,7 +295,8 @@ class Report:
             "config_source": self.config_source,
             "started_at": self.started_at,
             "duration_s": self.duration_s,
-            "metrics": dict(self.metrics),
+            # A non-finite headline metric is left out; the check that measured it says why.
+            "metrics": {k: v for k, v in self.metrics.items() if math.isfinite(v)},
             "stages": [s.to_dict() for s in self.stages],
         }
 
@@ -318,6 +326,18 @@ class Report:
     @classmethod
     def load(cls, path: Path) -> Report:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _json_value(value: Any) -> Any:
+    """A measurement as JSON can hold it: NaN and ±Inf become null. JSON has no NaN (GitHub
+    rejects documents with it), and a NaN loss is a measurement a check must be able to report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
 
 
 def schema() -> dict[str, Any]:

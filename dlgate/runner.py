@@ -26,9 +26,11 @@ def run_check(spec: CheckSpec, ctx: Context) -> CheckResult:
         if not isinstance(finding, Finding):
             raise TypeError(f"check {spec.id} returned {type(finding).__name__}, not a Finding")
     except HookError as exc:
+        # str(exc) starts with the hook's name already; say it once.
+        text = str(exc.args[0]).removeprefix(f"{exc.hook}: ")
         finding = Finding(
             Outcome.ERROR,
-            f"{exc.hook} {_HOOK_VERBS.get(exc.kind, 'failed')}: {_quote(str(exc.args[0]))}",
+            f"{exc.hook} {_HOOK_VERBS.get(exc.kind, 'failed')}: {_quote(text)}",
             measurements={"hook": exc.hook, "failure": exc.kind},
             details=_fence(exc.details),
         )

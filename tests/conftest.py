@@ -138,3 +138,7 @@ class GitRepo:
 def git_repo(tmp_path: Path) -> GitRepo:
     """An empty real git repository on branch `main`."""
     return GitRepo.init(tmp_path / "repo")
+
+
+# A real `mlflow server` process, shared by the tests of a session (tests/mlflow_server.py).
+from mlflow_server import mlflow_server as mlflow_server  # noqa: E402
