@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures of other test helper modules: a real `mlflow server` process (session-scoped).
+pytest_plugins = ["mlflow_server"]
+
 # Isolated from the user's and the system's git configuration (hooks, signing, templates),
 # with fixed identities so commits never prompt.
 _GIT_ENV = {
@@ -138,7 +141,3 @@ class GitRepo:
 def git_repo(tmp_path: Path) -> GitRepo:
     """An empty real git repository on branch `main`."""
     return GitRepo.init(tmp_path / "repo")
-
-
-# A real `mlflow server` process, shared by the tests of a session (tests/mlflow_server.py).
-from mlflow_server import mlflow_server as mlflow_server  # noqa: E402

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import GitRepo, run_git
-from dlgate.checks import changes
-from dlgate.checks.changes import ChangeSet, Kind, classify, glob_match, glob_select
 
 from dlgate import report
+from dlgate.checks import changes
+from dlgate.checks.changes import ChangeSet, Kind, classify, glob_match, glob_select
 from dlgate.config import Config, PathsSettings, default_config, load_text
 from dlgate.context import Context
 from dlgate.errors import ShallowCloneError
