@@ -60,35 +60,60 @@ def accuracy(ctx: Context) -> Finding:
     ctx.metrics["accuracy"] = acc
     measurements: dict[str, Any] = {"accuracy": acc, "samples": len(rows)}
     if len(rows) < settings.min_samples:
-        return Finding(Outcome.WARN, f"only {len(rows)} real-world samples (minimum "
-                       f"{settings.min_samples}); accuracy {acc:.3f} is not conclusive",
-                       measurements)
+        return Finding(
+            Outcome.WARN,
+            f"only {len(rows)} real-world samples (minimum "
+            f"{settings.min_samples}); accuracy {acc:.3f} is not conclusive",
+            measurements,
+        )
     baseline = baseline_for(ctx)
     if baseline is None:
         if ctx.merge_base is None:
-            return Finding(Outcome.PASS, f"real-world accuracy {acc:.3f} on {len(rows)} samples",
-                           measurements)
+            return Finding(
+                Outcome.PASS, f"real-world accuracy {acc:.3f} on {len(rows)} samples", measurements
+            )
         missing = ctx.config.baseline.missing
         outcome = Outcome.FAIL if missing == "fail" else Outcome.WARN
-        return Finding(outcome, f"no baseline for {short(ctx.merge_base)} (baseline.missing = "
-                       f"{missing}); accuracy {acc:.3f} not compared", measurements)
+        return Finding(
+            outcome,
+            f"no baseline for {short(ctx.merge_base)} (baseline.missing = "
+            f"{missing}); accuracy {acc:.3f} not compared",
+            measurements,
+        )
     base_by_id = {r["sample"]: r for r in baseline.predictions}
     shared = [r for r in rows if r["sample"] in base_by_id]
     head_acc = _accuracy(shared)
     base_acc = _accuracy([base_by_id[r["sample"]] for r in shared])
     delta = head_acc - base_acc
-    fixed = [r for r in shared
-             if r.get("predicted") == r["label"] != base_by_id[r["sample"]].get("predicted")]
-    regressed = [r for r in shared
-                 if base_by_id[r["sample"]].get("predicted") == r["label"] != r.get("predicted")]
-    measurements.update(baseline_accuracy=base_acc, delta=delta, fixed=len(fixed),
-                        regressed=len(regressed), compared=len(shared))
+    fixed = [
+        r
+        for r in shared
+        if r.get("predicted") == r["label"] != base_by_id[r["sample"]].get("predicted")
+    ]
+    regressed = [
+        r
+        for r in shared
+        if base_by_id[r["sample"]].get("predicted") == r["label"] != r.get("predicted")
+    ]
+    measurements.update(
+        baseline_accuracy=base_acc,
+        delta=delta,
+        fixed=len(fixed),
+        regressed=len(regressed),
+        compared=len(shared),
+    )
     ctx.metrics["accuracy_delta"] = delta
-    text = (f"real-world accuracy {base_acc:.3f} → {head_acc:.3f} ({delta * 100:+.1f} pp), "
-            f"{len(fixed)} fixed, {len(regressed)} regressed")
+    text = (
+        f"real-world accuracy {base_acc:.3f} → {head_acc:.3f} ({delta * 100:+.1f} pp), "
+        f"{len(fixed)} fixed, {len(regressed)} regressed"
+    )
     annotations = [
-        Annotation(r["sample"], f"regressed: {r['label']} was predicted correctly by the "
-                   f"baseline, now {r.get('predicted')}", Level.WARNING)
+        Annotation(
+            r["sample"],
+            f"regressed: {r['label']} was predicted correctly by the "
+            f"baseline, now {r.get('predicted')}",
+            Level.WARNING,
+        )
         for r in regressed[:50]
     ]
     details = "\n".join(
@@ -96,6 +121,11 @@ def accuracy(ctx: Context) -> Finding:
         + [f"- fixed `{r['sample']}`: now {r['label']}" for r in fixed]
     )
     if -delta > settings.tolerance:
-        return Finding(Outcome.FAIL, f"{text}: the drop exceeds the tolerance of "
-                       f"{settings.tolerance * 100:.1f} pp", measurements, annotations, details)
+        return Finding(
+            Outcome.FAIL,
+            f"{text}: the drop exceeds the tolerance of {settings.tolerance * 100:.1f} pp",
+            measurements,
+            annotations,
+            details,
+        )
     return Finding(Outcome.PASS, text, measurements, annotations, details)

@@ -35,8 +35,15 @@ def loss(ctx: Context) -> Finding:
         return Finding(Outcome.SKIP, "`pipeline.model` is not set: no model factory to train")
     inputs, labels = training_batch(ctx)
     result = hooks.call(
-        framework.smoke_train, spec, inputs, labels, settings.steps, settings.lr,
-        ctx.config.pipeline.seed, cwd=ctx.repo, timeout=ctx.config.pipeline.hook_timeout,
+        framework.smoke_train,
+        spec,
+        inputs,
+        labels,
+        settings.steps,
+        settings.lr,
+        ctx.config.pipeline.seed,
+        cwd=ctx.repo,
+        timeout=ctx.config.pipeline.hook_timeout,
         hook="pipeline.model",
     )
     losses = [float(v) for v in result["losses"]]
@@ -44,8 +51,9 @@ def loss(ctx: Context) -> Finding:
     first, last = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
     measurements = {"initial_loss": first, "final_loss": last, "steps": len(losses)}
     if not all(math.isfinite(v) for v in losses):
-        return Finding(Outcome.FAIL, "the loss became NaN or infinite during training",
-                       measurements)
+        return Finding(
+            Outcome.FAIL, "the loss became NaN or infinite during training", measurements
+        )
     if last > first * (1 - settings.min_decrease):
         return Finding(
             Outcome.FAIL,
@@ -54,8 +62,9 @@ def loss(ctx: Context) -> Finding:
             "and that every layer is trainable",
             measurements,
         )
-    return Finding(Outcome.PASS, f"loss {first:.3f} → {last:.3f} over {len(losses)} steps",
-                   measurements)
+    return Finding(
+        Outcome.PASS, f"loss {first:.3f} → {last:.3f} over {len(losses)} steps", measurements
+    )
 
 
 def training_batch(ctx: Context) -> tuple[np.ndarray, np.ndarray]:

@@ -31,18 +31,27 @@ def parity(ctx: Context) -> Finding:
     made = product(ctx)
     deployed = Deployed.load(made.onnx)  # fails clearly when the file does not load
     if made.weights is None or not ctx.config.pipeline.model:
-        return Finding(Outcome.SKIP, "no framework weights or `pipeline.model`: nothing to "
-                       "compare the ONNX model with (it loads in onnxruntime)")
+        return Finding(
+            Outcome.SKIP,
+            "no framework weights or `pipeline.model`: nothing to "
+            "compare the ONNX model with (it loads in onnxruntime)",
+        )
     inputs, _labels = training_batch(ctx)
     inputs = inputs[: settings.samples]
     expected = hooks.call(
-        framework.forward, ctx.config.pipeline.model, str(made.weights), inputs,
-        cwd=ctx.repo, timeout=ctx.config.pipeline.hook_timeout, hook="pipeline.model",
+        framework.forward,
+        ctx.config.pipeline.model,
+        str(made.weights),
+        inputs,
+        cwd=ctx.repo,
+        timeout=ctx.config.pipeline.hook_timeout,
+        hook="pipeline.model",
     )
     got = deployed.run(inputs)
     if got.shape != expected.shape:
-        return Finding(Outcome.FAIL, f"ONNX output shape {got.shape} != framework's "
-                       f"{expected.shape}")
+        return Finding(
+            Outcome.FAIL, f"ONNX output shape {got.shape} != framework's {expected.shape}"
+        )
     diff = float(np.max(np.abs(got - expected)))
     agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
     measurements = {"max_abs_diff": diff, "top1_agreement": agree, "samples": len(inputs)}
@@ -53,5 +62,8 @@ def parity(ctx: Context) -> Finding:
             f"top-1 agreement {agree:.1%}",
             measurements,
         )
-    return Finding(Outcome.PASS, f"max |Δ| {diff:.2g} on {len(inputs)} samples, top-1 agreement "
-                   f"{agree:.0%}", measurements)
+    return Finding(
+        Outcome.PASS,
+        f"max |Δ| {diff:.2g} on {len(inputs)} samples, top-1 agreement {agree:.0%}",
+        measurements,
+    )

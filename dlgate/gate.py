@@ -106,7 +106,9 @@ def _stages(requested: tuple[str, ...], config: Config) -> tuple[str, ...]:
 def load_config(git_dir: Path, rev: str, explicit: Path | None) -> Config:
     if explicit is not None:
         if not explicit.is_file():
-            raise ConfigError("no such file; pass --config an existing dlgate.yml", file=str(explicit))
+            raise ConfigError(
+                "no such file; pass --config an existing dlgate.yml", file=str(explicit)
+            )
         return load_text(explicit.read_text(encoding="utf-8"), source=str(explicit))
     blob = git.show(git_dir, rev, CONFIG_FILE)
     if blob is None:
@@ -174,8 +176,12 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         how = "exact" if distance == 0 else "ancestor"
         info = BaselineInfo(how, run.sha, distance, run.run_id, ctx.tracking_uri)
         ctx.baseline_info = info
-        return Baseline(info, store.load_json(run, "predictions.json"), dict(run.metrics),
-                        lambda name: store.load_json(run, name))
+        return Baseline(
+            info,
+            store.load_json(run, "predictions.json"),
+            dict(run.metrics),
+            lambda name: store.load_json(run, name),
+        )
     if settings.missing != "compute":
         ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
         return None
@@ -197,6 +203,9 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         return None
     info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
     ctx.baseline_info = info
-    return Baseline(info, store.load_json(recorded, "predictions.json"), dict(recorded.metrics),
-                    lambda name: store.load_json(recorded, name))
-
+    return Baseline(
+        info,
+        store.load_json(recorded, "predictions.json"),
+        dict(recorded.metrics),
+        lambda name: store.load_json(recorded, name),
+    )

@@ -80,8 +80,18 @@ def main() -> int:
     for branch in ("pr-data-only", "pr-data-and-code"):
         out = DEMO / "reports" / branch
         verdicts[branch] = dlgate(
-            "run", "--repo", str(REPO), "--base", "main", "--head", branch, "-q",
-            "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
+            "run",
+            "--repo",
+            str(REPO),
+            "--base",
+            "main",
+            "--head",
+            branch,
+            "-q",
+            "--json",
+            str(out / "report.json"),
+            "--markdown",
+            str(out / "report.md"),
         )
     print("\n== demo summary ==")
     for branch, rc in verdicts.items():
