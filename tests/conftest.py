@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import ghemu
 import pytest
 
 # Fixtures of other test helper modules: a real `mlflow server` process (session-scoped).
@@ -141,3 +143,9 @@ class GitRepo:
 def git_repo(tmp_path: Path) -> GitRepo:
     """An empty real git repository on branch `main`."""
     return GitRepo.init(tmp_path / "repo")
+
+
+@pytest.fixture
+def github() -> Iterator[ghemu.GitHubEmulator]:
+    """A local GitHub REST emulator validated against GitHub's OpenAPI description."""
+    yield from ghemu.running()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import ghemu
@@ -17,11 +16,6 @@ from github import Auth, Github, GithubException, GithubIntegration
 
 REPO = "octo/demo"
 SHA = "a" * 40
-
-
-@pytest.fixture
-def github() -> Iterator[ghemu.GitHubEmulator]:
-    yield from ghemu.running()
 
 
 def http(

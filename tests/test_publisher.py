@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import ghemu
 import pytest
@@ -32,11 +32,6 @@ from dlgate.service.publisher import (
 REPO = "octo/demo"
 FAST = RetryPolicy(attempts=10, backoff_s=0.001, max_wait_s=0.01, secondary_wait_s=0.01)
 DETAILS = "https://ci.example.com/runs/42"
-
-
-@pytest.fixture
-def github() -> Iterator[ghemu.GitHubEmulator]:
-    yield from ghemu.running()
 
 
 @pytest.fixture
@@ -88,7 +83,9 @@ def stage(
         annotations=notes,
         details=details,
     )
-    return StageResult(name=name, checks=(check,), title=f"{name}: {outcome.value}")
+    return StageResult(
+        name=name, checks=(check,), title=f"{name}: {outcome.value}", summary=f"The {name} stage"
+    )
 
 
 def report(sha: str, stages: Sequence[StageResult] | None = None) -> Report:
@@ -154,6 +151,7 @@ def test_complete_sets_conclusions_titles_summaries(
     data = runs["dlgate/data"]["output"]
     assert isinstance(data, dict)
     assert data["title"] == "data: fail"
+    assert data["summary"].startswith("**The data stage** — baseline = main @ bbbbbbb")
     assert "`data.main`" in data["summary"]
     assert "data says fail" in data["summary"]
     assert "`data/x.png` is corrupt" in data["summary"]
@@ -271,7 +269,7 @@ def test_a_failing_endpoint_raises_publish_error(github: ghemu.GitHubEmulator, h
     with pytest.raises(PublishError) as caught:
         pub.complete(report(head))
     message = str(caught.value)
-    assert "HTTP 502 (Server Error) 10 times in a row" in message
+    assert "HTTP 502 (Server Error), 10 times in a row" in message
     for s in STAGES:  # every stage was attempted, each named
         assert f"update check run dlgate/{s}" in message
     assert github.count("PATCH", r".*/check-runs/\d+") == 10 * len(STAGES)
@@ -323,7 +321,7 @@ def test_an_exhausted_rate_limit_waits_for_the_reset(git_repo: GitRepo) -> None:
 def test_github_unreachable_raises_publish_error(github: ghemu.GitHubEmulator, head: str) -> None:
     pub = publisher(github, head, retry=RetryPolicy(attempts=2, backoff_s=0.001))
     github.close()
-    with pytest.raises(PublishError, match=r"no answer \(ConnectionError\) 2 times"):
+    with pytest.raises(PublishError, match=r"no answer \(ConnectionError\), 2 times"):
         pub.start(["changes"])
 
 
