@@ -26,7 +26,7 @@ def predictions(ctx: Context) -> list[dict[str, Any]]:
     """Head predictions on the real-world split through the deployed inference path."""
 
     def compute() -> list[dict[str, Any]]:
-        from dlgate.inference import Deployed
+        from dlgate.inference import Deployed, Refusal
 
         settings = ctx.config.get(AccuracySettings)
         samples = load_split(ctx.repo, ctx.config.get(DataSettings), settings.split)
@@ -35,8 +35,10 @@ def predictions(ctx: Context) -> list[dict[str, Any]]:
         rows = []
         for sample, result in zip(samples, results, strict=True):
             row: dict[str, Any] = {"sample": sample.id, "label": sample.label}
-            row.update(result.to_dict())
-            row["sample"] = sample.id
+            if isinstance(result, Refusal):
+                row["refused"] = result.reason
+            else:
+                row.update(predicted=result.label, confidence=result.confidence)
             rows.append(row)
         ctx.record_json["predictions.json"] = rows
         ctx.record_files["model.onnx"] = product(ctx).onnx

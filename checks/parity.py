@@ -47,7 +47,7 @@ def parity(ctx: Context) -> Finding:
         timeout=ctx.config.pipeline.hook_timeout,
         hook="pipeline.model",
     )
-    got = deployed.run(inputs)
+    got = deployed.outputs(inputs)
     if got.shape != expected.shape:
         return Finding(
             Outcome.FAIL, f"ONNX output shape {got.shape} != framework's {expected.shape}"

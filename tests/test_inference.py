@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,9 +281,8 @@ def _wrong_size(path: Path) -> Path:
     ],
 )
 def test_undecodable_inputs_are_refused_naming_the_file(
-    deployed: Deployed, tmp_path: Path, make: object, reason: str
+    deployed: Deployed, tmp_path: Path, make: Callable[[Path], Path], reason: str
 ) -> None:
-    assert callable(make)
     path = make(tmp_path / "sample.png")
     with pytest.raises(InferenceRefusal) as info:
         deployed.decode(path)
