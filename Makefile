@@ -39,5 +39,8 @@ test: $(STAMP) system lint typecheck unit
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+image: $(STAMP) system
+	scripts/build-images.sh
+
 clean:
 	rm -rf build .dlgate demo .pytest_cache .mypy_cache .ruff_cache
