@@ -1,4 +1,4 @@
-"""The command line: `dlgate run | baseline | release | action | serve`.
+"""The command line: `dlgate run | baseline | release | action | serve | worker`.
 
 `main(argv) -> int` runs in-process (tests call it directly); exit codes are `ExitCode`.
 """
@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the webhook service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    sub.add_parser("worker", help="run the webhook service's job worker (settings from env)")
     return p
 
 
@@ -109,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dlgate.action import main as action_main
 
         return action_main()
+    if args.command == "worker":
+        from dlgate.service.worker import main as worker_main
+
+        return worker_main([])
     if args.command == "serve":
         from dlgate.service.app import serve
 

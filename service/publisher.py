@@ -76,6 +76,12 @@ class _Run:
     completed: bool = False
 
 
+# The button the webhook service answers (`check_run.requested_action`, identifier `rerun`).
+RERUN_ACTIONS = [
+    {"label": "Re-run", "description": "Run this dlgate stage again", "identifier": "rerun"}
+]
+
+
 class Publisher:
     def __init__(
         self,
@@ -244,7 +250,9 @@ class Publisher:
             if items:
                 fields["output"]["annotations"] = items[i : i + step]
             if i == 0:
-                fields.update(conclusion=conclusion, completed_at=datetime.now(UTC))
+                fields.update(
+                    conclusion=conclusion, completed_at=datetime.now(UTC), actions=RERUN_ACTIONS
+                )
             self._update(stage, run, fields, len(items[i : i + step]))
         run.completed = True
 

@@ -1173,7 +1173,7 @@ class GitHubEmulator:
         return _Reply(200, self._check_run_json(repo, run))
 
     def _apply_update(self, repo: _Repo, run: JSON, b: JSON) -> None:
-        for key in ("name", "details_url", "external_id", "started_at"):
+        for key in ("name", "details_url", "external_id", "started_at", "actions"):
             if key in b:
                 run[key] = b[key]
         if b.get("status") in ("queued", "in_progress"):

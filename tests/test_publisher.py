@@ -157,6 +157,8 @@ def test_complete_sets_conclusions_titles_summaries(
     assert "`data/x.png` is corrupt" in data["summary"]
     assert "| accuracy | 0.9623 |" in data["text"]
     assert "| samples | 120 |" in data["text"]
+    # The "Re-run" button the webhook service answers on check_run.requested_action.
+    assert [a["identifier"] for a in runs["dlgate/data"].get("actions", [])] == ["rerun"]
 
 
 def test_a_refusal_is_never_neutral(github: ghemu.GitHubEmulator, head: str) -> None:
