@@ -38,6 +38,7 @@ OutputKind = Literal["logits", "probabilities", "log_probabilities"]
 DType = Literal["float32", "float16"]
 
 _CHANNELS: dict[str, int] = {"L": 1, "RGB": 3}
+_PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot serialize a larger message
 
 
 class ContractError(DlgateError):
@@ -46,7 +47,16 @@ class ContractError(DlgateError):
 
 
 class ExportError(DlgateError):
-    """Torch could not export the model to ONNX (with either exporter)."""
+    """Torch could not export the model to ONNX (with either exporter), or the graph it made
+    cannot run with a dynamic batch. Where known, `operator` is the operator no exporter
+    translates (`namespace::name`) and `layer` the layer that calls it ("`path` (Type)")."""
+
+    def __init__(
+        self, message: str, *, operator: str | None = None, layer: str | None = None
+    ) -> None:
+        self.operator = operator
+        self.layer = layer
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ class Preprocessing:
 @dataclass(frozen=True)
 class InferenceContract:
     """Everything inference needs, stored in the ONNX file. Invalid combinations raise
-    `ValueError` naming the metadata keys concerned."""
+    `InvalidContract` (a `ValueError`) naming the metadata keys concerned."""
 
     input_name: str
     input_shape: tuple[int | None, ...]  # batch axis first and None (dynamic)
@@ -88,7 +98,7 @@ class InferenceContract:
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InvalidContract(problems)
 
     @property
     def channels(self) -> int:
@@ -126,43 +136,82 @@ class InferenceContract:
         cls, metadata: Mapping[str, str], *, source: str = "the ONNX metadata"
     ) -> InferenceContract:
         """Read a contract back; every missing or malformed key is named in one error."""
-        errors: list[str] = []
-        version = metadata.get(f"{PREFIX}contract")
-        if version is None:
-            errors.append(f"{PREFIX}contract is missing")
-        elif version != CONTRACT_VERSION:
-            raise ContractError(
-                f"{source}: {PREFIX}contract = {version!r}, but this dlgate reads version "
-                f"{CONTRACT_VERSION!r}; upgrade dlgate or re-export the model with this one"
-            )
-        parsed: dict[str, Any] = {}
-        for key, (attr, parse) in _PARSERS.items():
-            raw = metadata.get(PREFIX + key)
-            if raw is None:
-                errors.append(f"{PREFIX}{key} is missing")
-                continue
-            try:
-                parsed[attr] = parse(raw)
-            except (ValueError, TypeError) as exc:
-                errors.append(f"{PREFIX}{key} = {raw!r} is malformed ({exc})")
-        if not errors:
-            try:
-                return cls(**parsed)
-            except ValueError as exc:
-                errors.append(str(exc))
+        contract, problems = check_metadata(metadata)
+        if contract is not None:
+            return contract
+        version = next((p for p in problems if p.kind == "version"), None)
+        if version is not None:  # nothing else is worth reading in a format we do not know
+            raise ContractError(f"{source}: {version.message}")
         raise ContractError(
             f"{source} does not hold a valid dlgate inference contract: "
-            + "; ".join(errors)
+            + "; ".join(p.message for p in problems)
             + ". Export the model with dlgate.export.to_onnx (see docs/onnx-metadata.md)."
         )
 
 
-def _problems(c: InferenceContract) -> list[str]:
+ProblemKind = Literal["missing", "malformed", "inconsistent", "version"]
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """One thing wrong with the contract, tied to the metadata key it is about."""
+
+    key: str  # e.g. "dlgate.preprocess.mean"
+    kind: ProblemKind
+    message: str  # a sentence that starts with the key
+
+
+class InvalidContract(ValueError):
+    """Contract values that do not fit together; `problems` names each key."""
+
+    def __init__(self, problems: Sequence[ContractProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(p.message for p in problems))
+
+
+def check_metadata(
+    metadata: Mapping[str, str],
+) -> tuple[InferenceContract | None, list[ContractProblem]]:
+    """The contract in `metadata` and no problems, or None and every problem found (each
+    missing key, each malformed value, each pair of values that disagree)."""
+    problems: list[ContractProblem] = []
+    version_key = f"{PREFIX}contract"
+    version = metadata.get(version_key)
+    if version is None:
+        problems.append(ContractProblem(version_key, "missing", f"{version_key} is missing"))
+    elif version != CONTRACT_VERSION:
+        message = (
+            f"{version_key} = {version!r}, but this dlgate reads version "
+            f"{CONTRACT_VERSION!r}; upgrade dlgate or re-export the model with this one"
+        )
+        return None, [ContractProblem(version_key, "version", message)]
+    parsed: dict[str, Any] = {}
+    for key, (attr, parse) in _PARSERS.items():
+        full = PREFIX + key
+        raw = metadata.get(full)
+        if raw is None:
+            problems.append(ContractProblem(full, "missing", f"{full} is missing"))
+            continue
+        try:
+            parsed[attr] = parse(raw)
+        except (ValueError, TypeError) as exc:
+            problems.append(
+                ContractProblem(full, "malformed", f"{full} = {raw!r} is malformed ({exc})")
+            )
+    if problems:
+        return None, problems
+    try:
+        return InferenceContract(**parsed), []
+    except InvalidContract as exc:
+        return None, list(exc.problems)
+
+
+def _problems(c: InferenceContract) -> list[ContractProblem]:
     """Cross-field checks, each naming its metadata key."""
-    out: list[str] = []
+    out: list[ContractProblem] = []
 
     def bad(key: str, message: str) -> None:
-        out.append(f"{PREFIX}{key}: {message}")
+        out.append(ContractProblem(PREFIX + key, "inconsistent", f"{PREFIX}{key}: {message}"))
 
     for key, value, kind in (
         ("input.dtype", c.dtype, DType),
@@ -271,6 +320,11 @@ METADATA_KEYS: tuple[str, ...] = (f"{PREFIX}contract", *(PREFIX + k for k in _PA
 
 def read_contract(path: Path) -> InferenceContract:
     """The contract stored in an ONNX file (reads the file with `onnx`, not torch)."""
+    return InferenceContract.from_metadata(read_metadata(path), source=str(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file, without loading external weights."""
     import importlib
 
     import onnx
@@ -283,8 +337,7 @@ def read_contract(path: Path) -> InferenceContract:
         raise ContractError(f"{path}: cannot read the ONNX file: {exc.strerror}") from None
     except decode_error as exc:
         raise ContractError(f"{path}: not an ONNX file ({exc})") from None
-    metadata = {p.key: p.value for p in model.metadata_props}
-    return InferenceContract.from_metadata(metadata, source=str(path))
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def current_git_sha(cwd: Path | None = None) -> str:
@@ -352,6 +405,7 @@ def to_onnx(
                 f"({sample.shape[0]}, {len(contract.classes)}) for {len(contract.classes)} classes"
             )
         proto, exporter = _export(model, sample, contract, opset)
+        _require_dynamic_batch(proto, model, sample)
     finally:
         model.train(was_training)
 
@@ -388,8 +442,9 @@ def _export(
             )
         assert program is not None
         return program.model_proto, "torch.onnx dynamo"
-    except Exception as dynamo_exc:  # torch.export fails in many ways: try the other exporter
-        first = _summary(dynamo_exc)
+    except Exception as exc:  # torch.export fails in many ways: try the other exporter
+        dynamo_exc = exc
+    first = _summary(dynamo_exc)
     # The legacy TorchScript exporter still handles models torch.export cannot trace
     # (data-dependent control flow, some custom ops); it is only a fallback.
     with tempfile.TemporaryDirectory(prefix="dlgate-export-") as tmp:
@@ -410,12 +465,68 @@ def _export(
                     },
                 )
         except Exception as exc:
-            raise ExportError(
-                f"cannot export the model to ONNX: the dynamo exporter failed ({first}) and so "
-                f"did the TorchScript exporter ({_summary(exc)})"
-            ) from exc
+            raise _export_failure(model, sample, dynamo_exc, exc) from exc
         proto = onnx.load(str(legacy))
     return proto, f"torch.onnx torchscript (dynamo failed: {first})"
+
+
+def _export_failure(
+    model: torch.nn.Module, sample: torch.Tensor, dynamo: Exception, torchscript: Exception
+) -> ExportError:
+    """Both exporters failed: name the operator and the layer where the errors allow."""
+    from dlgate.exportfailure import layer_calling, unsupported_operator
+
+    both = f"dynamo: {_summary(dynamo)}; TorchScript: {_summary(torchscript)}"
+    operator = unsupported_operator(dynamo, torchscript)
+    if operator is None:
+        return ExportError(f"cannot export the model to ONNX with either exporter ({both})")
+    layer = layer_calling(model, sample, operator)
+    where = f", used by layer {layer}," if layer else ""
+    return ExportError(
+        f"cannot export the model to ONNX: operator {operator}{where} has no ONNX translation "
+        f"({both}); replace it with supported operations, or give the exporter a translation "
+        "for it (torch.onnx.export's custom_translation_table)",
+        operator=operator,
+        layer=layer,
+    )
+
+
+def _require_dynamic_batch(proto: Any, model: torch.nn.Module, sample: torch.Tensor) -> None:
+    """Deployment feeds batches of any size: refuse a graph fixed to the sample's batch size,
+    or one whose batch axis is symbolic but which onnxruntime cannot run at another size."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from dlgate.exportfailure import eager_batch_failure
+
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    why: str | None = None
+    if fixed is not None:
+        why = f"the exported graph's input has a fixed batch size of {fixed}"
+    elif proto.ByteSize() < _PROTOBUF_LIMIT:  # a larger graph cannot be handed over in memory
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        x = sample.detach().cpu().numpy()
+        for batch in (1, x.shape[0] + 1):
+            feed = {session.get_inputs()[0].name: np.resize(x, (batch, *x.shape[1:]))}
+            try:
+                session.run(None, feed)
+            except Exception as exc:  # onnxruntime's own error classes share no other base
+                why = f"onnxruntime cannot run a batch of {batch} ({_summary(exc)})"
+                break
+    if why is None:
+        return
+    eager = eager_batch_failure(model, sample)
+    raise ExportError(
+        f"the model cannot run with a dynamic batch: {why}"
+        + (f"; {eager}" if eager else "")
+        + ". Something in forward fixes the batch size, usually a reshape such as "
+        "x.view(32, -1); use x.flatten(1) or x.reshape(x.shape[0], -1)"
+    )
 
 
 def _summary(exc: BaseException) -> str:
@@ -456,10 +567,14 @@ def _dtype_name(dtype: torch.dtype) -> DType:
 __all__ = [
     "METADATA_KEYS",
     "ContractError",
+    "ContractProblem",
     "ExportError",
     "InferenceContract",
+    "InvalidContract",
     "Preprocessing",
+    "check_metadata",
     "current_git_sha",
     "read_contract",
+    "read_metadata",
     "to_onnx",
 ]

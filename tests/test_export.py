@@ -17,8 +17,11 @@ from conftest import GitRepo
 from dlgate.export import (
     METADATA_KEYS,
     ContractError,
+    ExportError,
     InferenceContract,
+    InvalidContract,
     Preprocessing,
+    check_metadata,
     current_git_sha,
     read_contract,
     to_onnx,
@@ -296,3 +299,105 @@ def test_the_torchscript_exporter_is_the_fallback(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.abs(session.run(None, {"input": x.numpy()})[0] - expected).max() < 1e-5
+
+
+# --- export failures in the model author's terms ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wobble() -> Any:
+    """A custom operator neither exporter can translate (like a user's own CUDA kernel)."""
+
+    @torch.library.custom_op("dlgate_test::wobble", mutates_args=())
+    def op(x: torch.Tensor) -> torch.Tensor:
+        return x.sin()
+
+    @op.register_fake
+    def _(x: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    class Wobble(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return op(x)  # type: ignore[no-any-return]
+
+    return Wobble
+
+
+def test_an_unsupported_operator_is_named_with_its_layer(tmp_path: Path, wobble: Any) -> None:
+    body = torch.nn.Sequential(torch.nn.ReLU(), wobble())
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), body, torch.nn.Flatten(), torch.nn.Linear(256, 10)
+    )
+    with pytest.raises(ExportError) as info:
+        to_onnx(
+            model,
+            torch.randn(2, 1, 8, 8),
+            tmp_path / "m.onnx",
+            classes=CLASSES,
+            preprocessing=PRE,
+            git_sha=SHA,
+        )
+    assert info.value.operator == "dlgate_test::wobble"
+    assert info.value.layer == "`1.1` (Wobble)"
+    message = str(info.value)
+    assert message.startswith(
+        "cannot export the model to ONNX: operator dlgate_test::wobble, used by layer `1.1` "
+        "(Wobble), has no ONNX translation (dynamo: "
+    )
+    assert "custom_translation_table" in message  # what to do
+    assert "\n" not in message  # one line: the end of a training log quotes it whole
+    assert not (tmp_path / "m.onnx").exists()
+
+
+class FixedBatch(torch.nn.Module):
+    """Flattens with the batch size it was written for: the export specialises the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.linear(x.view(2, -1))
+        return out
+
+
+def test_a_model_that_cannot_run_with_a_dynamic_batch_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        to_onnx(
+            FixedBatch(),
+            torch.randn(2, 1, 8, 8),
+            tmp_path / "m.onnx",
+            classes=CLASSES,
+            preprocessing=PRE,
+            git_sha=SHA,
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "the model cannot run with a dynamic batch: the exported graph's input has a fixed "
+        "batch size of 2; a batch of 1 fails in eager PyTorch too: RuntimeError: "
+    )
+    assert "(at test_export.py:" in message  # the line of the model's forward
+    assert "in forward)" in message
+    assert "x.reshape(x.shape[0], -1)" in message  # what to do
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_check_metadata_names_each_problem_with_its_key(exported: tuple[Any, Path]) -> None:
+    meta = metadata(exported[1])
+    del meta["dlgate.preprocess.mean"]
+    meta["dlgate.output.kind"] = "softmax"
+    found, problems = check_metadata(meta)
+    assert found is None
+    assert [(p.key, p.kind) for p in problems] == [
+        ("dlgate.preprocess.mean", "missing"),
+        ("dlgate.output.kind", "malformed"),
+    ]
+    good, none = check_metadata(metadata(exported[1]))
+    assert good == read_contract(exported[1])
+    assert none == []
+    inconsistent = {**metadata(exported[1]), "dlgate.preprocess.std": "[0.0]"}
+    _, problems = check_metadata(inconsistent)
+    assert [(p.key, p.kind) for p in problems] == [("dlgate.preprocess.std", "inconsistent")]
+    with pytest.raises(InvalidContract) as info:
+        replace(read_contract(exported[1]), std=(0.0,))
+    assert info.value.problems == tuple(problems)

@@ -36,11 +36,23 @@ class Scratch:
         """`dlgate run` in-process; returns the exit code, the validated JSON report and the
         Markdown."""
         out = self.out / name
-        code = main([
-            "run", "--repo", str(self.repo.path), "--tracking-uri", self.store_uri, "-q",
-            "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
-            "--out", str(out / "artifacts"), *args,
-        ])
+        code = main(
+            [
+                "run",
+                "--repo",
+                str(self.repo.path),
+                "--tracking-uri",
+                self.store_uri,
+                "-q",
+                "--json",
+                str(out / "report.json"),
+                "--markdown",
+                str(out / "report.md"),
+                "--out",
+                str(out / "artifacts"),
+                *args,
+            ]
+        )
         if not (out / "report.json").exists():
             return code, {}, ""
         document = json.loads((out / "report.json").read_text())
@@ -56,8 +68,20 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     repo.git("init", "--quiet", "--initial-branch=main")
     repo.commit("the digits pipeline")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    code = main(["baseline", "--repo", str(repo.path), "--rev", "main", "--tracking-uri", uri,
-                 "-q", "--out", str(root / "baseline")])
+    code = main(
+        [
+            "baseline",
+            "--repo",
+            str(repo.path),
+            "--rev",
+            "main",
+            "--tracking-uri",
+            uri,
+            "-q",
+            "--out",
+            str(root / "baseline"),
+        ]
+    )
     assert code == ExitCode.PASSED, "main's own baseline run must pass"
     yield Scratch(repo, uri, root / "runs")
 
@@ -88,8 +112,9 @@ def test_a_data_only_pr_passes_against_the_recorded_baseline(scratch: Scratch) -
     src = next((repo.path / "data/train/3").glob("*.png"))
     shutil.copy(src, repo.path / "data/train/3/extra-copy-for-test.png")
     repo.commit("one more training sample")
-    code, document, markdown = scratch.run("--base", "main", "--head", "data-only",
-                                           name="data-only")
+    code, document, markdown = scratch.run(
+        "--base", "main", "--head", "data-only", name="data-only"
+    )
     assert code == ExitCode.PASSED, markdown
     assert document["conclusion"] == "success"
     baseline = document["baseline"]
@@ -119,11 +144,11 @@ def test_a_pr_that_shuffles_the_training_labels_is_refused_by_accuracy(scratch: 
     text = train.read_text()
     marker = "    labels = np.array([label for _, label in samples])\n"
     assert marker in text, "the example's label loading changed; update this fault"
-    train.write_text(text.replace(
-        marker, marker + "    labels = np.random.default_rng(1).permutation(labels)\n"))
+    train.write_text(
+        text.replace(marker, marker + "    labels = np.random.default_rng(1).permutation(labels)\n")
+    )
     repo.commit("a subtle bug in the label loading")
-    code, document, _markdown = scratch.run("--base", "main", "--head", "shuffled",
-                                            name="shuffled")
+    code, document, _markdown = scratch.run("--base", "main", "--head", "shuffled", name="shuffled")
     assert code == ExitCode.REFUSED
     accuracy = _checks(document)["accuracy.accuracy"]
     assert accuracy["outcome"] == "fail"
@@ -139,8 +164,9 @@ def test_a_malformed_config_exits_2_naming_the_line(
     (repo.path / "dlgate.yml").write_text("version: 1\npipeline:\n  train: x\n  timout: 3\n")
     repo.commit("a typo in the gate's config")
     capsys.readouterr()
-    code, _document, _md = scratch.run("--base", "bad-config", "--head", "bad-config",
-                                       name="bad-config")
+    code, _document, _md = scratch.run(
+        "--base", "bad-config", "--head", "bad-config", name="bad-config"
+    )
     err = capsys.readouterr().err
     assert code == ExitCode.USAGE
     assert "dlgate.yml:4" in err
@@ -150,10 +176,12 @@ def test_a_malformed_config_exits_2_naming_the_line(
 def test_a_model_factory_that_raises_is_an_error_quoting_it(scratch: Scratch) -> None:
     repo = _branch(scratch, "factory-raises")
     (repo.path / "model.py").write_text(
-        "def build_model():\n    raise RuntimeError('the factory broke: no such layer')\n")
+        "def build_model():\n    raise RuntimeError('the factory broke: no such layer')\n"
+    )
     repo.commit("break the model factory")
-    code, document, markdown = scratch.run("--base", "main", "--head", "factory-raises",
-                                           name="factory-raises")
+    code, document, markdown = scratch.run(
+        "--base", "main", "--head", "factory-raises", name="factory-raises"
+    )
     assert code == ExitCode.REFUSED
     errors = [c for c in _checks(document).values() if c["outcome"] == "error"]
     assert errors, markdown
@@ -163,7 +191,8 @@ def test_a_model_factory_that_raises_is_an_error_quoting_it(scratch: Scratch) ->
 def test_a_hanging_training_hook_is_an_error_after_the_timeout(scratch: Scratch) -> None:
     repo = _branch(scratch, "hang")
     (repo.path / "slowhooks.py").write_text(
-        "import time\n\ndef build_model():\n    time.sleep(3600)\n")
+        "import time\n\ndef build_model():\n    time.sleep(3600)\n"
+    )
     config = (repo.path / "dlgate.yml").read_text()
     config = config.replace("  model: model:build_model", "  model: slowhooks:build_model")
     config = config.replace("pipeline:\n", "pipeline:\n  hook_timeout: 3\n", 1)
@@ -171,8 +200,9 @@ def test_a_hanging_training_hook_is_an_error_after_the_timeout(scratch: Scratch)
     repo.commit("a model factory that hangs")
     start = time.perf_counter()
     # The config is read from the base: gate this branch against itself.
-    code, document, _md = scratch.run("--base", "hang", "--head", "hang", "--stage", "training",
-                                      name="hang")
+    code, document, _md = scratch.run(
+        "--base", "hang", "--head", "hang", "--stage", "training", name="hang"
+    )
     elapsed = time.perf_counter() - start
     assert code == ExitCode.REFUSED
     loss = _checks(document)["training.loss"]
