@@ -7,11 +7,12 @@ service's workers all call.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlgate import __version__, git
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
@@ -19,6 +20,9 @@ from dlgate.context import Context
 from dlgate.errors import ConfigError, UsageError
 from dlgate.report import STAGES, BaselineInfo, Report, Revision, StageResult
 from dlgate.runner import run_stage
+
+if TYPE_CHECKING:
+    from dlgate.baselines import RunRecord, Store
 
 KINDS = ("pr", "baseline", "release", "merge_group")
 
@@ -130,31 +134,66 @@ def _default_uri(git_dir: Path) -> str:
 def _record(ctx: Context, report: Report, request: Request) -> None:
     from dlgate.baselines import Store
 
-    store = Store.open(ctx.tracking_uri, ctx.config.baseline.experiment)
-    run = store.record(
-        sha=report.head.sha,
-        kind=report.kind,
-        ref=request.ref,
-        metrics=report.metrics,
-        report_json=report.to_json(),
-        json_artifacts=ctx.record_json,
-        files=ctx.record_files,
-        pr=request.pr,
-        tag=request.ref if report.kind == "release" else None,
+    with Store.open(ctx.tracking_uri, ctx.config.baseline.experiment) as store:
+        run = store.record(
+            sha=report.head.sha,
+            kind=report.kind,
+            ref=request.ref,
+            metrics=report.metrics,
+            report_json=report.to_json(),
+            json_artifacts=ctx.record_json,
+            files=ctx.record_files,
+            pr=request.pr,
+            tag=request.ref if report.kind == "release" else None,
+        )
+        ctx.progress(f"recorded run {run.run_id}")
+        _register(ctx, store, run, report, request)
+
+
+def _register(ctx: Context, store: Store, run: RunRecord, report: Report, request: Request) -> None:
+    """Keep the model registry in step: a passing release's model becomes a version tagged
+    with the release; a passing baseline of the main branch (`dlgate baseline`, not one
+    computed for a PR) moves the alias `accuracy.release.alias` to its model."""
+    from dlgate.checks.accuracy import MODEL, AccuracySettings
+
+    if MODEL not in ctx.record_files or not report.passed:
+        return
+    settings = ctx.config.get(AccuracySettings).release
+    name = settings.model or ctx.config.baseline.experiment
+    if report.kind == "release":
+        tag = request.ref.removeprefix("refs/tags/")
+        alias = None
+        tags = {"dlgate.release": tag}
+    elif report.kind == "baseline" and settings.alias:
+        if request.ref.removeprefix("refs/heads/") != ctx.config.baseline.branch:
+            return
+        alias, tags = settings.alias, {}
+    else:
+        return
+    version = store.register_model(run, name, MODEL, tags=tags, alias=alias)
+    ctx.progress(
+        f"registered model {name!r} version {version}" + (f" (alias {alias!r})" if alias else "")
     )
-    ctx.progress(f"recorded run {run.run_id}")
+
+
+PREDICTIONS = "predictions.json"
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The reference a PR is compared with: its run's predictions and metrics."""
+    """The reference a PR is compared with: its run's metrics, and its artifacts on demand."""
 
     info: BaselineInfo
-    predictions: list[dict[str, Any]]
     metrics: dict[str, float]
-    # Loads another JSON artifact of the baseline run by name (e.g. "data_stats.json");
-    # raises BaselineError when the run has none.
+    # Loads a JSON artifact of the baseline run by name (e.g. "data_stats.json"); raises
+    # BaselineError when the run has none.
     load_json: Callable[[str], Any]
+
+    @functools.cached_property
+    def predictions(self) -> list[dict[str, Any]]:
+        """Per-sample predictions (loaded on first use; a BaselineError when there are none)."""
+        rows: list[dict[str, Any]] = self.load_json(PREDICTIONS)
+        return rows
 
 
 def baseline_for(ctx: Context) -> Baseline | None:
@@ -165,6 +204,7 @@ def baseline_for(ctx: Context) -> Baseline | None:
 
 def _find_or_compute(ctx: Context) -> Baseline | None:
     from dlgate.baselines import Store
+    from dlgate.errors import BaselineError
 
     if ctx.merge_base is None:
         return None
@@ -172,20 +212,16 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
     store = Store.open(ctx.tracking_uri, settings.experiment)
     found = store.find_baseline(ctx.git_dir, ctx.merge_base, settings.max_distance)
     if found is not None:
-        run, distance = found
+        record, distance = found
         how = "exact" if distance == 0 else "ancestor"
-        info = BaselineInfo(how, run.sha, distance, run.run_id, ctx.tracking_uri)
-        ctx.baseline_info = info
-        return Baseline(
-            info,
-            store.load_json(run, "predictions.json"),
-            dict(run.metrics),
-            lambda name: store.load_json(run, name),
-        )
+        ctx.baseline_info = BaselineInfo(how, record.sha, distance, record.run_id, ctx.tracking_uri)
+        return Baseline(ctx.baseline_info, dict(record.metrics), _loader(store, record))
     if settings.missing != "compute":
         ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
         return None
     ctx.progress(f"no baseline recorded for {ctx.merge_base[:7]}: computing it now")
+    # Only the stages whose products a baseline holds, and only those the gate runs.
+    stages = tuple(s for s in ("data", "accuracy") if s in ctx.config.stages) or ("accuracy",)
     sub = Request(
         repo=ctx.git_dir,
         head=ctx.merge_base,
@@ -193,19 +229,45 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         out=ctx.out / "baseline",
         tracking_uri=ctx.tracking_uri,
         ref=f"{settings.branch} (computed)",
-        stages=("data", "accuracy"),
+        stages=stages,
         record=True,
     )
     report = run(sub, lambda m: ctx.progress(f"  baseline: {m}"))
     recorded = store.run_for(report.head.sha)
     if recorded is None:
-        ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
-        return None
-    info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
-    ctx.baseline_info = info
-    return Baseline(
-        info,
-        store.load_json(recorded, "predictions.json"),
-        dict(recorded.metrics),
-        lambda name: store.load_json(recorded, name),
+        raise BaselineError(
+            f"the baseline computed from {ctx.merge_base[:7]} was not recorded in "
+            f"{ctx.tracking_uri}; record it with `dlgate baseline --rev {ctx.merge_base[:7]}`"
+        )
+    ctx.baseline_info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
+    load = _loader(store, recorded)
+    why = _no_predictions(report)
+    base = recorded.sha[:7]
+
+    def load_computed(name: str) -> Any:
+        try:
+            return load(name)
+        except BaselineError as exc:
+            if name != PREDICTIONS or not why:
+                raise
+            raise BaselineError(
+                f"computing the baseline from the merge base {base} gave no predictions: {why}"
+            ) from exc
+
+    return Baseline(ctx.baseline_info, dict(recorded.metrics), load_computed)
+
+
+def _loader(store: Store, record: RunRecord) -> Callable[[str], Any]:
+    return lambda name: store.load_json(record, name)
+
+
+def _no_predictions(report: Report) -> str:
+    """Why a computed baseline run holds no predictions: the base's own accuracy failure."""
+    result = report.check("accuracy.accuracy")
+    if result is None:
+        return "its accuracy stage did not run"
+    return (
+        f"accuracy.accuracy {result.outcome.value}: {result.message}"
+        if result.outcome.blocks
+        else ""
     )

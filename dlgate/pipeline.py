@@ -35,7 +35,13 @@ def product(ctx: Context) -> Product:
     )
 
 
-def build(repo: Path, settings: PipelineSettings, out: Path, sha: str) -> Product:
+def build(
+    repo: Path, settings: PipelineSettings, out: Path, sha: str, seed: int | None = None
+) -> Product:
+    """Train (or take the committed artifact). The command gets the seed (`pipeline.seed`
+    unless `seed` is given, as for the noise floor's extra trainings) as `$DLGATE_SEED` and as
+    the placeholder `{seed}`."""
+    seed = settings.seed if seed is None else seed
     if settings.artifact:
         onnx = repo / settings.artifact
         if not onnx.is_file():
@@ -56,8 +62,8 @@ def build(repo: Path, settings: PipelineSettings, out: Path, sha: str) -> Produc
         timeout=settings.timeout,
         hook="pipeline.train",
         log=log,
-        env={"DLGATE_GIT_SHA": sha, "DLGATE_SEED": str(settings.seed)},
-        substitutions={"out": str(out)},
+        env={"DLGATE_GIT_SHA": sha, "DLGATE_SEED": str(seed)},
+        substitutions={"out": str(out), "seed": str(seed)},
     )
     onnx = out / settings.onnx
     if not onnx.is_file():
