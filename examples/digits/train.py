@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the digits classifier.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--seed", type=int, default=0)
+    # dlgate passes the seed it wants as $DLGATE_SEED (pipeline.seed, or the noise floor's).
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("DLGATE_SEED", "0")))
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
