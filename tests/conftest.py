@@ -22,6 +22,11 @@ from pathlib import Path
 import ghemu
 import pytest
 
+# Torch and onnxruntime in the processes the tests start (training commands, hook children)
+# use one thread: on a 2-core CI machine, OpenMP threads spin-waiting against each other made
+# the example's training 3x slower (docs/training.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Fixtures of other test helper modules: a real `mlflow server` process (session-scoped).
 pytest_plugins = ["mlflow_server"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +60,7 @@ class Scratch:
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
     root = tmp_path_factory.mktemp("gate")
     repo = GitRepo(root / "repo")
     shutil.copytree(EXAMPLE, repo.path, ignore=shutil.ignore_patterns("__pycache__", "out"))
@@ -83,7 +82,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
         ]
     )
     assert code == ExitCode.PASSED, "main's own baseline run must pass"
-    yield Scratch(repo, uri, root / "runs")
+    return Scratch(repo, uri, root / "runs")
 
 
 def _checks(document: dict[str, object]) -> dict[str, dict[str, object]]:
