@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check dlgate checks service tests bench scripts examples
 
 typecheck: $(STAMP)
 	@scripts/typecheck.sh

@@ -1,0 +1,441 @@
+"""What the data stage measures of one sample, in worker processes, once per content.
+
+Each image file is read once, hashed (unless git already knows its blob id), decoded once
+from those bytes, and everything is computed from that one decode: size, mode, bands, the
+integrity verdict, per-channel pixel sums, a brightness bin and a perceptual hash. The
+numeric part runs vectorized over a chunk of same-shaped images, so the per-file cost stays
+close to the decode itself. Text samples are measured in the calling process (cheap).
+
+A record is a plain tuple in `COLUMNS` order, the row of the cache's `files` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import marshal
+import multiprocessing
+import os
+import string
+import struct
+import unicodedata
+import warnings
+import zlib
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngImageFile
+
+# Bump when a record's meaning changes: cached records of another version are not used.
+VERSION = 1
+IMAGE, TEXT = 0, 1
+COLUMNS = (
+    "key", "kind", "size", "size_bin", "error", "transient", "decoded", "fmt", "mode",
+    "w", "h", "bands", "ph", "bright", "smode", "npix",
+    "s0", "s1", "s2", "s3", "q0", "q1", "q2", "q3",
+    "t_len", "t_alpha", "t_digit", "t_space", "t_punct", "t_nonascii",
+)  # fmt: skip
+T = TypeVar("T")
+Record = tuple[Any, ...]
+Row = tuple[bytes, int | None, int, bytes]  # a `files` row: key, ph, flags, packed record
+Task = tuple[str, bytes | None, str, str]  # (absolute path, known blob id, split, label)
+Counts = dict[tuple[str, str, str], int]  # (split, counter, bucket) → value
+
+CHUNK = 512  # files per worker task: large enough to vectorize, small enough to stream
+INLINE_BELOW = 2048  # fewer files than this are analyzed in-process (no pool start-up)
+THUMB = 8  # perceptual thumbnail side
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_CHUNK, _CRC, _IHDR = struct.Struct(">I4s"), struct.Struct(">I"), struct.Struct(">IIBBBBB")
+_MAGIC = (
+    (_PNG, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)  # fmt: skip
+_FAST = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3}
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+# `files.flags`: what queries filter on without unpacking the record.
+ERROR, TRANSIENT, DECODED, IMAGE_FLAG = 1, 2, 4, 8
+
+
+def blob_id(data: bytes) -> bytes:
+    """Git's blob id of `data`: the same content hash git records for a tracked file."""
+    h = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
+    h.update(data)
+    return h.digest()
+
+
+def pack(record: Record) -> Row:
+    """The cache row of a record (packed here, in the worker that made it)."""
+    flags = (
+        (ERROR if record[4] is not None else 0)
+        | (TRANSIENT if record[5] else 0)
+        | (DECODED if record[6] else 0)
+        | (IMAGE_FLAG if record[1] == IMAGE else 0)
+    )
+    return record[0], record[12], flags, marshal.dumps(record)
+
+
+def unpack(rec: bytes) -> Record:
+    record: Record = marshal.loads(rec)
+    return record
+
+
+def analyze_text(value: str) -> Record:
+    """The record of a text sample; its key hashes the text, its perceptual hash the
+    normalized text (NFKC, case-folded, whitespace collapsed)."""
+    data = value.encode("utf-8")
+    key = hashlib.sha1(b"text\0" + data, usedforsecurity=False).digest()
+    norm = " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+    n = len(value)
+    return (
+        key, TEXT, len(data), len(data).bit_length(), None, 0, 1, "", "",
+        None, None, None, _hash64(norm.encode("utf-8")), n.bit_length(), "", None,
+        None, None, None, None, None, None, None, None,
+        n, sum(map(str.isalpha, value)), sum(map(str.isdigit, value)),
+        sum(map(str.isspace, value)), n - len(value.translate(_PUNCT)),
+        n - len(value.encode("ascii", "ignore")),
+    )  # fmt: skip
+
+
+def analyze_chunk(tasks: Sequence[Task], max_pixels: int) -> tuple[list[Row], Counts]:
+    """Cache rows of a chunk of image samples, in order, and what they add to the counters.
+    Never raises for a bad file."""
+    records = analyze_images([(path, blob) for path, blob, _, _ in tasks], max_pixels)
+    counts: Counts = {}
+    by_split: dict[str, list[tuple[str, Record]]] = {}
+    for (_, _, split, label), record in zip(tasks, records, strict=True):
+        by_split.setdefault(split, []).append((label, record))
+    for split, items in by_split.items():
+        contribute_many(counts, split, items, 1)
+    return [pack(r) for r in records], counts
+
+
+def analyze_images(files: Sequence[tuple[str, bytes | None]], max_pixels: int) -> list[Record]:
+    """Records of image files (path, known blob id), in order."""
+    with _quiet_pillow():
+        heads: list[list[Any]] = []
+        groups: dict[tuple[str, int, int], list[tuple[int, bytes]]] = {}
+        for i, (path, blob) in enumerate(files):
+            head, pixels = _decode(path, blob, max_pixels)
+            heads.append(head)
+            if pixels is not None:
+                groups.setdefault(pixels[0], []).append((i, pixels[1]))
+        for (smode, w, h), items in groups.items():
+            _measure(heads, smode, w, h, items)
+    return [tuple(h) for h in heads]
+
+
+def contribute(counts: Counts, split: str, label: str, record: Record, sign: int) -> None:
+    """Add (sign 1) or take back (sign -1) what one sample adds to its split's counters."""
+    contribute_many(counts, split, [(label, record)], sign)
+
+
+def contribute_many(
+    counts: Counts, split: str, items: Sequence[tuple[str, Record]], sign: int
+) -> None:
+    """What samples (label, record) of one split add to its counters: `count` per label,
+    `file_size` (log2 bins), `errors`, `transient`; for images `size`, `mode`, `format`,
+    `brightness`, `bombs` (not decoded) and `pixels.<layout>` sums; for text `length` (log2
+    bins), `text` and `chars` (character classes). Samples alike are counted together."""
+
+    def add(name: str, bucket: object, value: int | None) -> None:
+        if value:
+            k = (split, name, str(bucket))
+            counts[k] = counts.get(k, 0) + sign * value
+
+    alike = Counter(
+        (label, r[1], r[3], r[4] is not None, r[5], r[9], r[10], r[8], r[7], r[6], r[13], r[14])
+        for label, r in items
+    )
+    for (
+        label,
+        kind,
+        size_bin,
+        error,
+        transient,
+        w,
+        h,
+        mode,
+        fmt,
+        decoded,
+        bright,
+        smode,
+    ), n in alike.items():
+        add("count", label, n)
+        add("file_size", size_bin, n)
+        add("errors", "", n if error else 0)
+        add("transient", "", n if transient else 0)
+        if kind == TEXT:
+            add("length", bright, n)
+            add("text", "n", n)
+            continue
+        if w is not None:
+            add("size", f"{w}x{h}", n)
+            add("mode", mode, n)
+            add("format", fmt, n)
+        if decoded:
+            add("brightness", bright, n)
+            add(f"pixels.{smode}", "n", n)
+        elif not error:
+            add("bombs", "", n)
+    sums: dict[str, list[int]] = {}
+    for _, r in items:
+        if r[1] == TEXT:
+            name, values = "chars", r[24:30]
+        elif r[6]:
+            name, values = f"pixels.{r[14]}", r[15:24]
+        else:
+            continue
+        acc = sums.setdefault(name, [0] * len(values))
+        sums[name] = [a + (v or 0) for a, v in zip(acc, values, strict=True)]
+    for name, totals in sums.items():
+        fields = COLUMNS[24:30] if name == "chars" else COLUMNS[15:24]
+        for field, value in zip(fields, totals, strict=True):
+            add(name, field[2:] if name == "chars" else field, value)
+
+
+def _decode(
+    path: str, blob: bytes | None, max_pixels: int
+) -> tuple[list[Any], tuple[tuple[str, int, int], bytes] | None]:
+    head: list[Any] = [None] * len(COLUMNS)
+    head[1], head[6], head[5] = IMAGE, 0, 0
+    try:
+        data = _read(path)
+    except OSError as exc:
+        # Not a property of the content: recorded for this run, never trusted from the cache.
+        head[0] = blob or hashlib.sha1(f"unreadable\0{path}".encode()).digest()
+        head[2], head[3], head[5] = 0, 0, 1
+        head[4] = f"cannot be read ({exc.strerror or exc})"
+        return head, None
+    head[0] = blob or blob_id(data)
+    head[2], head[3] = len(data), len(data).bit_length()
+    if not data:
+        head[4] = "zero-byte file"
+        return head, None
+    hint = "PNG" if data.startswith(_PNG) else _format(data)
+    if hint == "PNG":
+        fast = _plain_png(data, max_pixels, head)
+        if fast is not None:
+            return head, fast
+    try:
+        im = (
+            PngImageFile(io.BytesIO(data))
+            if hint == "PNG"
+            else Image.open(io.BytesIO(data), formats=(hint,) if hint else None)
+        )
+    except Exception as exc:  # Pillow raises many types for bad files; each is a verdict
+        head[4] = f"not a readable image ({_reason(exc)})"
+        return head, None
+    head[7], head[8] = im.format or "", im.mode
+    head[9], head[10] = w, h = im.size
+    head[11] = len(im.getbands())
+    if w * h > max_pixels:
+        return head, None  # a decompression bomb: judged by the check, never decoded
+    try:
+        smode, raw = _pixels(im)
+    except Exception as exc:
+        text = _reason(exc)
+        head[4] = f"truncated image ({text})" if "truncated" in text else f"corrupt image ({text})"
+        return head, None
+    if hint == "PNG" and b"IEND" not in data[-64:]:
+        # Pillow decodes a PNG cut off after its image data without a word; the end chunk
+        # tells a complete file.
+        head[4] = "truncated image (the PNG ends before its IEND chunk)"
+        return head, None
+    head[6] = 1
+    return head, ((smode, w, h), raw)
+
+
+_PLAIN = {(8, 0): "L", (8, 2): "RGB", (8, 4): "LA", (8, 6): "RGBA"}  # (bit depth, colour type)
+
+
+def _plain_png(
+    data: bytes, max_pixels: int, head: list[Any]
+) -> tuple[tuple[str, int, int], bytes] | None:
+    """The pixels of a plain PNG (8 bits per sample, grey or RGB with or without alpha, not
+    interlaced, no palette), decoded by Pillow's own zlib/unfilter decoder without the
+    Python layers of `Image.open` (two thirds of the cost of a small file). Anything else,
+    or anything wrong, returns None: the full Pillow path then decodes it and words the
+    verdict. Every chunk's CRC is checked, as Pillow does."""
+    pos, size, idat = 8, len(data), []
+    w = h = 0
+    mode = ""
+    while pos + 12 <= size:
+        length, kind = _CHUNK.unpack_from(data, pos)
+        end = pos + 8 + length
+        if end + 4 > size or zlib.crc32(data[pos + 4 : end]) != _CRC.unpack_from(data, end)[0]:
+            return None
+        if kind == b"IHDR":
+            w, h, depth, colour, _, _, interlace = _IHDR.unpack_from(data, pos + 8)
+            mode = _PLAIN.get((depth, colour), "")
+            if not mode or interlace or w * h > max_pixels or not w or not h:
+                return None
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : end])
+        elif kind == b"IEND":
+            break
+        elif kind in (b"PLTE", b"tRNS") or not kind[0] & 0x20:  # an unknown critical chunk
+            return None
+        pos = end + 4
+    else:
+        return None
+    if not mode or not idat:
+        return None
+    try:
+        im = Image.frombytes(mode, (w, h), b"".join(idat), "zip", mode)
+    except Exception:
+        return None
+    head[7], head[8], head[9], head[10], head[11], head[6] = "PNG", mode, w, h, len(mode), 1
+    return (mode, w, h), im.tobytes()
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, 1 << 16)
+        if len(data) < 1 << 16:
+            return data
+        parts = [data]
+        while part := os.read(fd, 1 << 20):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _format(data: bytes) -> str | None:
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
+
+
+def _pixels(im: Image.Image) -> tuple[str, bytes]:
+    """8-bit pixel bytes in a layout of `_FAST` (statistics are on the 0..255 scale)."""
+    mode = im.mode
+    if mode in _FAST:
+        return mode, im.tobytes()
+    if mode in ("P", "PA"):
+        rgba = mode == "PA" or "transparency" in im.info
+        conv = im.convert("RGBA" if rgba else "RGB")
+        return conv.mode, conv.tobytes()
+    if mode == "1":
+        return "L", im.convert("L").tobytes()
+    arr = np.asarray(im)
+    if mode.startswith("I;16"):
+        arr = arr.astype(np.uint16) >> 8
+    arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 3:  # any other multi-band layout: keep its first three bands
+        arr = np.ascontiguousarray(arr[..., :3])
+        return "RGB", arr.tobytes()
+    return "L", arr.tobytes()
+
+
+def _measure(
+    heads: list[list[Any]], smode: str, w: int, h: int, items: list[tuple[int, bytes]]
+) -> None:
+    c = _FAST[smode]
+    a = np.frombuffer(b"".join(raw for _, raw in items), np.uint8).reshape(len(items), h, w, c)
+    flat = a.reshape(len(items), h * w, c)
+    sums = flat.sum(1, dtype=np.int64)
+    squares = np.einsum("npc,npc->nc", flat, flat, dtype=np.uint64)
+    if smode in ("RGB", "RGBA"):
+        gray = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    else:
+        gray = a[..., 0].astype(np.float32)
+    thumbs = _box(h, THUMB) @ gray @ _box(w, THUMB).T
+    quant = (np.clip(np.rint(thumbs), 0, 255).astype(np.uint8) >> 4).reshape(len(items), -1)
+    bright = np.minimum(thumbs.mean((1, 2)) // 16, 15).astype(int).tolist()
+    pad = [None] * (4 - c)
+    side = THUMB * THUMB
+    # Back to Python values once per chunk, not per element.
+    thumbs_bytes, sums_list, squares_list = quant.tobytes(), sums.tolist(), squares.tolist()
+    for j, (i, _) in enumerate(items):
+        head = heads[i]
+        head[12] = _hash64(thumbs_bytes[j * side : (j + 1) * side])
+        head[13], head[14], head[15] = bright[j], smode, w * h
+        head[16:20] = sums_list[j] + pad
+        head[20:24] = squares_list[j] + pad
+
+
+_BOXES: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _box(n: int, m: int) -> np.ndarray:
+    """(m, n) weights averaging n samples into m (area resampling, like Pillow's BOX)."""
+    key = (n, m)
+    if key not in _BOXES:
+        edges = np.arange(m + 1) * (n / m)
+        lo, hi = edges[:-1, None], edges[1:, None]
+        pos = np.arange(n)[None, :]
+        overlap = np.clip(np.minimum(hi, pos + 1) - np.maximum(lo, pos), 0, None)
+        _BOXES[key] = (overlap / overlap.sum(1, keepdims=True)).astype(np.float32)
+    return _BOXES[key]
+
+
+def _hash64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):  # its text names our in-memory buffer
+        return "Pillow cannot identify the format"
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    # The gate sets its own pixel limit (`integrity.max_pixels`); Pillow's would raise first.
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def run(tasks: Iterator[Task], workers: int, max_pixels: int) -> Iterator[tuple[list[Row], Counts]]:
+    """(cache rows, counters) per chunk of tasks, in order. Worker processes start once there
+    are `INLINE_BELOW` tasks (a pool's start-up is not worth it for fewer); memory stays
+    bounded: a few chunks per worker are in flight."""
+    chunks = _chunks(tasks)
+    first = list(itertools.islice(chunks, INLINE_BELOW // CHUNK))
+    if sum(len(c) for c in first) < INLINE_BELOW or workers <= 1:
+        for chunk in itertools.chain(first, chunks):
+            yield analyze_chunk(chunk, max_pixels)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork: the gate may hold threads and locks
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
+        pending: deque[Any] = deque()
+        for chunk in itertools.chain(first, chunks):
+            pending.append(pool.apply_async(analyze_chunk, (chunk, max_pixels)))
+            if len(pending) >= 3 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _init_worker() -> None:
+    Image.init()
+
+
+def _chunks(tasks: Iterator[Task]) -> Iterator[list[Task]]:
+    return batched(tasks, CHUNK)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last one shorter); `itertools.batched` from Python 3.12."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
