@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         base = git(repo, "rev-parse", "main").strip()
         if not tree.exists():
             git(repo, "worktree", "add", "-q", "--detach", str(tree), base)
+        git(tree, "checkout", "-q", "--detach", "--force", base)  # a kept run starts over
         print(f"{count} images ready in {time.perf_counter() - start:.0f}s ({work})")
 
         head = change_one_percent(tree, count)

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngImageFile
 
 # Bump when a record's meaning changes: cached records of another version are not used.
-VERSION = 1
+VERSION = 2
 IMAGE, TEXT = 0, 1
 COLUMNS = (
     "key", "kind", "size", "size_bin", "error", "transient", "decoded", "fmt", "mode",
