@@ -10,7 +10,6 @@ baseline is recorded (the usual case on a PR). Target (issue 2): the gate adds <
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -19,19 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "digits"
-
-
-def git(repo: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "b",
-        "GIT_AUTHOR_EMAIL": "b@b",
-        "GIT_COMMITTER_NAME": "b",
-        "GIT_COMMITTER_EMAIL": "b@b",
-    }
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, env=env)
+from scratch import example_repo, git
 
 
 def reference(repo: Path, out: Path) -> float:
@@ -98,10 +85,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp:
         root = Path(tmp)
         repo = root / "repo"
-        shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "out"))
-        git(repo, "init", "-q", "-b", "main")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", "pipeline")
+        example_repo(repo)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         subprocess.run(
             [
