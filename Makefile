@@ -37,7 +37,7 @@ unit: $(STAMP)
 test: $(STAMP) system lint typecheck unit
 
 bench: $(STAMP)
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	status=0; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || status=1; done; exit $$status
 
 image: $(STAMP) system
 	scripts/build-images.sh
