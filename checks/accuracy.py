@@ -32,7 +32,7 @@ from dlgate.dataset import DataSettings, Sample, load_split, natural
 from dlgate.errors import BaselineError
 from dlgate.git import short
 from dlgate.pipeline import product
-from dlgate.registry import check
+from dlgate.registry import check, prepare
 from dlgate.report import Annotation, BaselineInfo, Finding, Level, Outcome, Value
 
 if TYPE_CHECKING:
@@ -158,6 +158,12 @@ class Evaluated:
 def evaluated(ctx: Context) -> Evaluated:
     """The head's model evaluated on the real-world split, once per run."""
     return ctx.memo("accuracy.evaluated", lambda: _evaluate(ctx))
+
+
+@prepare("accuracy")
+def start_evaluation(ctx: Context) -> None:
+    if ctx.kind != "release":  # a release may reuse its commit's run instead
+        ctx.prefetch("accuracy.evaluated", lambda: _evaluate(ctx))
 
 
 def predictions(ctx: Context) -> list[dict[str, Any]]:

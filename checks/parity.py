@@ -25,8 +25,8 @@ from dlgate.context import Context
 from dlgate.dataset import DataSettings, load_split
 from dlgate.export import ContractError
 from dlgate.inference import ModelError
-from dlgate.pipeline import product
-from dlgate.registry import check
+from dlgate.pipeline import framework_child, product
+from dlgate.registry import check, prepare
 from dlgate.report import Finding, Outcome, Value
 from dlgate.runtimes import CPU, Configuration, Precision
 from dlgate.variants import VariantError, to_fp16, to_int8
@@ -214,20 +214,33 @@ class Cell:
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def _reference(ctx: Context, batch: Samples, n: int) -> tuple[np.ndarray, str]:
+def reference(ctx: Context) -> tuple[np.ndarray, str]:
+    """The outputs the cells are compared with, and where they come from (memoized)."""
+    return ctx.memo("export.reference", lambda: _reference(ctx, None))
+
+
+@prepare("export")
+def start_reference(ctx: Context) -> None:
+    if ctx.config.pipeline.model:
+        child = framework_child(ctx)
+        ctx.prefetch("export.reference", lambda: _reference(ctx, child))
+        ctx.prefetch("export.configurations", lambda: _configurations(ctx))
+
+
+def _reference(ctx: Context, child: hooks.Warm | None) -> tuple[np.ndarray, str]:
     """The framework's outputs in eval mode; without weights or a model factory, onnxruntime's
     own fp32 outputs on CPU at batch N (then only the variants and batch sizes are compared)."""
+    batch, n = samples(ctx), ctx.config.get(ExportSettings).batch
     made = product(ctx)
     spec = ctx.config.pipeline.model
     if made.weights is None or not spec:
         session = runtimes.open_session(made.onnx, CPU)
         return runtimes.run(session, batch.inputs, n), f"onnxruntime fp32 on CPU at batch {n}"
-    out = hooks.call(
+    out = (child or hooks.Warm(ctx.repo)).call(
         framework.forward,
         spec,
         str(made.weights),
         batch.inputs,
-        cwd=ctx.repo,
         timeout=ctx.config.pipeline.hook_timeout,
         hook="pipeline.model",
     )
@@ -302,8 +315,8 @@ def parity(ctx: Context) -> Finding:
         )
     if not batch.ids:
         return Finding(Outcome.FAIL, "no sample of the split could be decoded to compare on")
-    reference, source = _reference(ctx, batch, settings.batch)
-    cells = [_run_cell(c, batch, reference, settings) for c in configurations(ctx)]
+    reference_outputs, source = reference(ctx)
+    cells = [_run_cell(c, batch, reference_outputs, settings) for c in configurations(ctx)]
     missing = [
         p
         for p in settings.require
@@ -323,7 +336,7 @@ def parity(ctx: Context) -> Finding:
         outcome,
         summary(cells, missing, len(batch.ids), settings.batch, source),
         measurements,
-        details=details(cells, batch, reference),
+        details=details(cells, batch, reference_outputs),
         artifacts=sorted(
             {
                 str(c.configuration.model.relative_to(ctx.out))

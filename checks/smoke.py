@@ -2,7 +2,9 @@
 
 One child process (`dlgate.framework.smoke`) measures everything the `training.*` checks
 judge — spawning one costs seconds of torch import — and the result is memoized on the
-context. A check takes its part with `part(ctx, name)`: the part's plain data, or a `Finding`
+context. The child starts with the run (importing torch while the training command runs) and
+gets its request once the trained model's contract can decode the batch. A check takes its
+part with `part(ctx, name)`: the part's plain data, or a `Finding`
 to return instead (skip when no model factory is configured). A part that a user hook broke
 raises `HookError` naming the hook, so the runner reports an `error` quoting it.
 """
@@ -15,6 +17,8 @@ from typing import Any
 from dlgate import framework, hooks
 from dlgate.context import Context
 from dlgate.errors import HookError
+from dlgate.pipeline import framework_child
+from dlgate.registry import prepare
 from dlgate.report import Finding, Outcome
 
 _GRACE_S = 15.0  # past the budget, before the child is killed (imports, a hang in C code)
@@ -27,7 +31,14 @@ def advice(*tries: str) -> str:
 
 def measured(ctx: Context) -> dict[str, Any]:
     """The whole battery's result, measured once per run."""
-    return ctx.memo("training.smoke", lambda: _measure(ctx))
+    return ctx.memo("training.smoke", lambda: _measure(ctx, None))
+
+
+@prepare("training")
+def start_battery(ctx: Context) -> None:
+    if ctx.config.pipeline.model:
+        child = framework_child(ctx)
+        ctx.prefetch("training.smoke", lambda: _measure(ctx, child))
 
 
 def part(ctx: Context, name: str) -> dict[str, Any] | Finding:
@@ -62,7 +73,7 @@ def tail_mean(values: list[float], fraction: float = 0.1) -> float:
     return sum(tail) / len(tail) if tail else math.nan
 
 
-def _measure(ctx: Context) -> dict[str, Any]:
+def _measure(ctx: Context, child: hooks.Warm | None) -> dict[str, Any]:
     from dlgate.checks.loss import TrainingSettings, training_batch
     from dlgate.checks.metrics import cases, classes_for_cases
 
@@ -99,8 +110,9 @@ def _measure(ctx: Context) -> dict[str, Any]:
     )
     timeout = settings.budget + _GRACE_S
     try:
-        result: dict[str, Any] = hooks.call(
-            framework.smoke, request, cwd=ctx.repo, timeout=timeout, hook="training"
+        child = child or hooks.Warm(ctx.repo)
+        result: dict[str, Any] = child.call(
+            framework.smoke, request, timeout=timeout, hook="training"
         )
     except HookError as exc:
         # The child died or hung where its alarm could not reach (inside C code): name the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +21,9 @@ class Context:
 
     `repo` is a checkout of the head revision (the user's repository itself for a run on the
     working tree, else a temporary worktree). Products several checks share (the trained
-    model, the loaded data set, the baseline) are computed once through `memo`.
+    model, the loaded data set, the baseline) are computed once through `memo`; `prefetch`
+    starts one in the background, so that work that waits on a child process (the training
+    command, a framework child importing torch) overlaps the stages that run before its use.
     """
 
     repo: Path
@@ -38,22 +42,72 @@ class Context:
     # checks produced (per-sample predictions, dataset statistics, the ONNX model).
     record_json: dict[str, object] = field(default_factory=dict)
     record_files: dict[str, Path] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
+    # Set when the run ends: background work (a training command, a warm child) stops.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _products: dict[str, Future[Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:
         """Compute a shared product once per run. An exception is remembered too, so every
-        check that needs a broken product reports the same error without recomputing it."""
-        if key not in self._memo:
-            try:
-                self._memo[key] = (True, compute())
-            except Exception as exc:
-                self._memo[key] = (False, exc)
-        ok, value = self._memo[key]
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+        check that needs a broken product reports the same error without recomputing it.
+        A product being computed elsewhere (in the background) is waited for."""
+        future, mine = self._claim(key)
+        if mine:
+            _settle(future, compute)
+        return future.result()  # type: ignore[no-any-return]
+
+    def prefetch(self, key: str, compute: Callable[[], object]) -> None:
+        """Start computing a product in a background thread; `memo(key, …)` returns it. A
+        product already claimed is left alone. Its exception reaches the check that uses it."""
+        future, mine = self._claim(key)
+        if not mine:
+            return
+        thread = threading.Thread(
+            target=_settle, args=(future, compute), name=f"dlgate-{key}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def settle(self) -> None:
+        """Wait until no background work runs (before timing something: a latency measured
+        beside a training would be the training's)."""
+        for thread in list(self._threads):
+            thread.join()
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` when the run ends (close a warm child nobody used, say)."""
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        """End the run's background work: stop it, then wait for its threads. Called once
+        the report is made, before the head's checkout goes away."""
+        self.stopping.set()
+        for cleanup in reversed(self._cleanups):
+            cleanup()
+        for thread in self._threads:
+            thread.join()
 
     def artifact_dir(self, name: str) -> Path:
         path = self.out / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def _claim(self, key: str) -> tuple[Future[Any], bool]:
+        with self._lock:
+            future = self._products.get(key)
+            if future is not None:
+                return future, False
+            future = self._products[key] = Future()
+            return future, True
+
+
+def _settle(future: Future[Any], compute: Callable[[], object]) -> None:
+    try:
+        future.set_result(compute())
+    except Exception as exc:
+        future.set_exception(exc)
+    except BaseException as exc:  # an interrupt: whoever waits sees it too, then it goes on
+        future.set_exception(exc)
+        raise

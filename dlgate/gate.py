@@ -19,7 +19,7 @@ from dlgate.config import CONFIG_FILE, Config, default_config, load_text
 from dlgate.context import Context
 from dlgate.errors import ConfigError, UsageError
 from dlgate.report import STAGES, BaselineInfo, Report, Revision, StageResult
-from dlgate.runner import run_stage
+from dlgate.runner import prepare, run_stage
 
 if TYPE_CHECKING:
     from dlgate.baselines import RunRecord, Store
@@ -71,9 +71,13 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
             tracking_uri=tracking_uri,
             progress=progress,
         )
-        for name in stages:
-            progress(f"stage {name}")
-            results.append(run_stage(name, ctx))
+        try:
+            prepare(ctx, stages)
+            for name in stages:
+                progress(f"stage {name}")
+                results.append(run_stage(name, ctx))
+        finally:
+            ctx.close()  # background work ends before the checkout goes away
         report = Report(
             kind=request.kind,
             repo=str(git_dir),

@@ -10,12 +10,15 @@ A raise, a hang, a crash (segfault, `os._exit`) or an import clash in user code 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +29,7 @@ from dlgate.errors import HookError
 R = TypeVar("R")
 
 _GRACE_S = 5.0
+_POLL_S = 0.2  # how often a wait looks at its stop event
 
 
 def call(
@@ -35,57 +39,118 @@ def call(
     timeout: float,
     hook: str,
 ) -> R:
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, func, args, str(cwd)), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        if not recv.poll(timeout) and proc.is_alive():
-            _kill(proc)
-            raise HookError(
-                hook, f"no result after {timeout:g}s (the configured timeout)", kind="timeout"
-            )
+    return Warm(cwd).call(func, *args, timeout=timeout, hook=hook)
+
+
+class Warm:
+    """A hook child started before its call is known. It imports `preload` (torch, say) while
+    the gate does other work, then makes one call exactly as `call` does. `nice` lowers its
+    priority while it waits, so that it takes only CPU time the training command leaves.
+    Setting `stop` (the run is over) or `close()` kills it."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        *,
+        preload: tuple[str, ...] = (),
+        nice: int = 0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        self._stop = stop
+        self._proc = ctx.Process(
+            target=_child, args=(child_end, str(cwd), preload, nice), daemon=True
+        )
+        self._proc.start()
+        child_end.close()
+        self._used = False
+
+    def call(self, func: Callable[..., R], *args: Any, timeout: float, hook: str) -> R:
+        if self._used:
+            raise RuntimeError("a warm hook child makes one call; start another")
+        self._used = True
+        recv = self._conn
         try:
-            status, payload = recv.recv()
-        except EOFError:
-            proc.join(_GRACE_S)
-            code = proc.exitcode
-            why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-            raise HookError(
-                hook, f"the process died without a result ({why})", kind="crashed"
-            ) from None
-        except Exception as exc:  # the result pickled in the child but cannot load here
+            # A child that died before the call is reported below, like a death during it.
+            with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
+                recv.send((func, args))
+            if not self._wait(timeout):
+                stopped = self._stop is not None and self._stop.is_set()
+                _kill(self._proc)
+                if stopped:
+                    raise HookError(hook, "stopped: the run ended first", kind="timeout")
+                raise HookError(
+                    hook, f"no result after {timeout:g}s (the configured timeout)", kind="timeout"
+                )
+            try:
+                status, payload = recv.recv()
+            except EOFError:
+                self._proc.join(_GRACE_S)
+                code = self._proc.exitcode
+                why = (
+                    f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+                )
+                raise HookError(
+                    hook, f"the process died without a result ({why})", kind="crashed"
+                ) from None
+            except Exception as exc:  # the result pickled in the child but cannot load here
+                raise HookError(
+                    hook,
+                    f"returned a value the gate cannot load ({type(exc).__name__}: {exc}); "
+                    "return plain Python or numpy values",
+                    kind="bad-return",
+                ) from None
+        finally:
+            self.close()
+        if status == "ok":
+            return payload  # type: ignore[no-any-return]
+        if status == "bad-return":
             raise HookError(
                 hook,
-                f"returned a value the gate cannot load ({type(exc).__name__}: {exc}); "
+                f"returned a value that cannot be sent back ({payload}); "
                 "return plain Python or numpy values",
                 kind="bad-return",
-            ) from None
-    finally:
-        recv.close()
-        proc.join(_GRACE_S)
-        _kill(proc)  # also whatever the user code started and left behind
-    if status == "ok":
-        return payload  # type: ignore[no-any-return]
-    if status == "bad-return":
-        raise HookError(
-            hook,
-            f"returned a value that cannot be sent back ({payload}); "
-            "return plain Python or numpy values",
-            kind="bad-return",
-        )
-    message, tb = payload
-    raise HookError(hook, message, kind="raised", details=tb)
+            )
+        message, tb = payload
+        raise HookError(hook, message, kind="raised", details=tb)
+
+    def close(self) -> None:
+        """Stop the child (and whatever it started) if it still runs."""
+        self._conn.close()
+        if self._used:
+            self._proc.join(_GRACE_S)  # after its result it exits by itself
+        _kill(self._proc)  # also whatever the user code started and left behind
+
+    def _wait(self, timeout: float) -> bool:
+        """Whether a result (or the child's death) arrived within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if self._conn.poll(max(0.0, min(left, _POLL_S))):
+                return True
+            if not self._proc.is_alive():
+                return True  # recv then reports the death
+            if left <= 0 or (self._stop is not None and self._stop.is_set()):
+                return False
 
 
-def _child(conn: Any, func: Callable[..., Any], args: tuple[Any, ...], cwd: str) -> None:
+def _child(conn: Any, cwd: str, preload: tuple[str, ...], nice: int) -> None:
     # Its own process group, so that a timeout also kills what user code spawned (data loader
     # workers, subprocesses) instead of leaving them running.
     os.setpgrp()
     os.chdir(cwd)
     sys.path.insert(0, cwd)
+    if nice:
+        os.nice(nice)
+    for name in preload:
+        with contextlib.suppress(Exception):  # the call itself meets and reports the error
+            importlib.import_module(name)
     try:
+        try:
+            func, args = conn.recv()
+        except EOFError:
+            return  # closed unused
         try:
             result = func(*args)
         except BaseException as exc:
@@ -118,9 +183,10 @@ def command(
     log: Path,
     env: Mapping[str, str] | None = None,
     substitutions: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Run a command line (no shell) in `cwd`; output goes to `log`. Non-zero exit or a
-    timeout raises `HookError` quoting the end of the output."""
+    timeout raises `HookError` quoting the end of the output. Setting `stop` kills it."""
     names = ", ".join(f"{{{k}}}" for k in substitutions or {}) or "none"
     try:
         argv = [a.format(**(substitutions or {})) for a in shlex.split(line)]
@@ -161,21 +227,35 @@ def command(
                 "committed, executable file given relative to the repository root?",
                 kind="failed",
             ) from None
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        code = _wait(proc, timeout, stop)
+        if code is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise HookError(
-                hook,
-                f"still running after {timeout:g}s (the configured timeout); log: {log}",
-                kind="timeout",
-            ) from None
+            why = (
+                "stopped: the run ended first"
+                if stop is not None and stop.is_set()
+                else f"still running after {timeout:g}s (the configured timeout)"
+            )
+            raise HookError(hook, f"{why}; log: {log}", kind="timeout")
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
         raise HookError(
             hook, f"exited with status {code}: {_last_line(tail)}", kind="failed", details=tail
         )
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout: float, stop: threading.Event | None
+) -> int | None:
+    """The exit status, or None at the timeout or when `stop` is set."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=max(0.0, min(left, _POLL_S)))
+        except subprocess.TimeoutExpired:
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return None
 
 
 def _last_line(text: str) -> str:

@@ -2,12 +2,14 @@
 
 Export and accuracy evaluate what the user's own pipeline produced, not a model dlgate trained
 its own way. The training command runs once per run (memoized) in the head's checkout, in a
-child process with the configured timeout.
+child process with the configured timeout; it starts when the run starts (a `prepare`r), so
+that the stages before its first use (changes, data) overlap it.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from dlgate import hooks
 from dlgate.config import PipelineSettings
 from dlgate.context import Context
 from dlgate.errors import ConfigError, HookError
+from dlgate.registry import prepare
+
+_NICE = 10  # a warm child's priority below the training command's
 
 
 @dataclass(frozen=True)
@@ -29,14 +34,35 @@ class Product:
 
 def product(ctx: Context) -> Product:
     """The head's model, made once per run."""
-    return ctx.memo(
-        "pipeline.product",
-        lambda: build(ctx.repo, ctx.config.pipeline, ctx.artifact_dir("model"), ctx.head.sha),
-    )
+    return ctx.memo("pipeline.product", lambda: _make(ctx))
+
+
+@prepare("training", "export", "accuracy")
+def start_training(ctx: Context) -> None:
+    if ctx.config.pipeline.train and not ctx.config.pipeline.artifact and ctx.kind != "release":
+        ctx.prefetch("pipeline.product", lambda: _make(ctx))
+
+
+def framework_child(ctx: Context) -> hooks.Warm:
+    """A child for framework code (`dlgate.framework`), started now: it imports torch at a
+    low priority while the training command runs. Killed at the end of the run if unused."""
+    child = hooks.Warm(ctx.repo, preload=("torch",), nice=_NICE, stop=ctx.stopping)
+    ctx.on_close(child.close)
+    return child
+
+
+def _make(ctx: Context) -> Product:
+    out = ctx.artifact_dir("model")
+    return build(ctx.repo, ctx.config.pipeline, out, ctx.head.sha, stop=ctx.stopping)
 
 
 def build(
-    repo: Path, settings: PipelineSettings, out: Path, sha: str, seed: int | None = None
+    repo: Path,
+    settings: PipelineSettings,
+    out: Path,
+    sha: str,
+    seed: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Product:
     """Train (or take the committed artifact). The command gets the seed (`pipeline.seed`
     unless `seed` is given, as for the noise floor's extra trainings) as `$DLGATE_SEED` and as
@@ -64,6 +90,7 @@ def build(
         log=log,
         env={"DLGATE_GIT_SHA": sha, "DLGATE_SEED": str(seed)},
         substitutions={"out": str(out), "seed": str(seed)},
+        stop=stop,
     )
     onnx = out / settings.onnx
     if not onnx.is_file():

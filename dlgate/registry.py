@@ -5,6 +5,16 @@
 
 The id is `<stage>.<name>`; the stage is one of `report.STAGES`. Checks of a stage run in
 registration order (module import order in `dlgate.checks`, then definition order).
+
+A product that waits on a child process (the training command, a child importing torch) can
+be started when the run starts, so that it overlaps the stages before its use:
+
+    @prepare("training", "export")
+    def start_training(ctx: Context) -> None:
+        ctx.prefetch("pipeline.product", lambda: make(ctx))
+
+The gate calls every preparer of the stages it is going to run, before the first stage. A
+preparer only starts work; what it starts is used, and its errors reported, by the checks.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ if TYPE_CHECKING:
     from dlgate.context import Context
 
 CheckFn = Callable[["Context"], Finding]
+PrepareFn = Callable[["Context"], None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,28 @@ def check(check_id: str) -> Callable[[CheckFn], CheckFn]:
         return func
 
     return register
+
+
+_PREPARERS: dict[str, tuple[tuple[str, ...], PrepareFn]] = {}
+
+
+def prepare(*stages: str) -> Callable[[PrepareFn], PrepareFn]:
+    unknown = [s for s in stages if s not in STAGES]
+    if not stages or unknown:
+        raise ValueError(f"prepare needs stages among {STAGES}, got {stages}")
+
+    def register(func: PrepareFn) -> PrepareFn:
+        _PREPARERS[f"{func.__module__}.{func.__qualname__}"] = (stages, func)
+        return func
+
+    return register
+
+
+def preparers_for(stages: tuple[str, ...]) -> list[PrepareFn]:
+    """The preparers of any of `stages`, each once, in registration order."""
+    import dlgate.checks  # noqa: F401
+
+    return [func for wanted, func in _PREPARERS.values() if set(wanted) & set(stages)]
 
 
 def checks_for(stage: str) -> list[CheckSpec]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 
 from dlgate.context import Context
 from dlgate.errors import ConfigError, HookError
-from dlgate.registry import CheckSpec, checks_for
+from dlgate.registry import CheckSpec, checks_for, preparers_for
 from dlgate.report import CheckResult, Finding, Outcome, StageResult
 
 STAGE_TITLES = {
@@ -62,6 +63,15 @@ def _quote(text: str) -> str:
 
 def _fence(text: str) -> str:
     return f"```\n{text.strip()}\n```" if text.strip() else ""
+
+
+def prepare(ctx: Context, stages: tuple[str, ...]) -> None:
+    """Start the background products of `stages` (see `registry.prepare`)."""
+    for start in preparers_for(stages):
+        # A preparer that breaks only loses the head start: the check that needs the product
+        # computes it itself, and reports the same error in its place.
+        with contextlib.suppress(Exception):
+            start(ctx)
 
 
 def run_stage(name: str, ctx: Context) -> StageResult:
