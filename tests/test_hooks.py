@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -298,3 +299,83 @@ def test_a_malformed_command_line_says_what_is_wrong(repo: Path, line: str, frag
 def test_literal_braces_are_doubled(repo: Path) -> None:
     log = run_command(repo, "python -c 'print({{1: 2}})'")
     assert "{1: 2}" in log.read_text()
+
+
+def test_a_command_stops_when_the_run_ends(repo: Path) -> None:
+    """The training command runs in the background of a run; a run that ends early (an
+    interrupt, a broken gate) must not leave it training."""
+    (repo / "train.py").write_text(SPAWN_AND_HANG)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(HookError) as info:
+        hooks.command(
+            "python train.py", cwd=repo, timeout=60, hook="pipeline.train",
+            log=repo.parent / "train.log", stop=stop,
+        )  # fmt: skip
+    assert time.monotonic() - start < 1.0 + 3
+    assert "stopped: the run ended first" in str(info.value)
+    pid = int((repo / "grandchild.pid").read_text())
+    assert wait_until(lambda: is_gone(pid)), f"grandchild {pid} still running"
+
+
+# --- hooks.Warm: a child started before its call ------------------------------------------------
+
+
+def test_a_warm_child_imports_ahead_then_makes_the_call_in_the_repository(repo: Path) -> None:
+    child = hooks.Warm(repo, preload=("userhooks",), nice=5)
+    result = child.call(call_user, "userhooks:add", 2, 3, timeout=30, hook=HOOK)
+    assert isinstance(result, dict)
+    assert result["sum"] == 5
+    assert Path(result["cwd"]) == repo
+    assert result["pid"] != os.getpid()
+    assert wait_until(lambda: is_gone(result["pid"]))  # one call, then it is gone
+
+
+def test_a_warm_child_reports_failures_like_a_cold_one(repo: Path) -> None:
+    err = _warm_error(repo, "userhooks:boom")
+    assert err.kind == "raised"
+    assert "ValueError: learning rate must be positive" in str(err)
+    assert _warm_error(repo, "userhooks:segfault").kind == "crashed"
+    assert _warm_error(repo, "userhooks:hang", timeout=1.0).kind == "timeout"
+
+
+def test_a_preload_that_fails_is_reported_by_the_call_not_swallowed(repo: Path) -> None:
+    (repo / "broken.py").write_text("raise ImportError('no module named cudnn_ops')\n")
+    child = hooks.Warm(repo, preload=("broken", "no_such_module"))
+    with pytest.raises(HookError) as info:
+        child.call(call_user, "broken:anything", timeout=30, hook=HOOK)
+    assert "no module named cudnn_ops" in str(info.value)
+
+
+def test_an_unused_warm_child_is_killed_on_close(repo: Path) -> None:
+    child = hooks.Warm(repo)
+    pid = child._proc.pid
+    assert pid is not None
+    child.close()
+    assert wait_until(lambda: is_gone(pid)), f"warm child {pid} still running"
+
+
+def test_a_warm_call_stops_when_the_run_ends(repo: Path) -> None:
+    stop = threading.Event()
+    child = hooks.Warm(repo, stop=stop)
+    threading.Timer(1.0, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(HookError) as info:
+        child.call(call_user, "userhooks:hang", timeout=60, hook=HOOK)
+    assert time.monotonic() - start < 1.0 + 3
+    assert "stopped: the run ended first" in str(info.value)
+
+
+def test_a_warm_child_makes_one_call_only(repo: Path) -> None:
+    child = hooks.Warm(repo)
+    child.call(call_user, "userhooks:add", 1, 1, timeout=30, hook=HOOK)
+    with pytest.raises(RuntimeError, match="one call"):
+        child.call(call_user, "userhooks:add", 1, 1, timeout=30, hook=HOOK)
+
+
+def _warm_error(repo: Path, spec: str, *, timeout: float = 30) -> HookError:
+    with pytest.raises(HookError) as info:
+        hooks.Warm(repo).call(call_user, spec, timeout=timeout, hook=HOOK)
+    assert info.value.hook == HOOK
+    return info.value
