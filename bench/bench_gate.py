@@ -10,6 +10,7 @@ baseline is recorded (the usual case on a PR). Target (issue 2): the gate adds <
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -117,6 +118,9 @@ def main() -> int:
             refs.append(reference(repo, root / f"ref{i}"))
             gates.append(gate(repo, uri, root / f"gate{i}"))
         ref, work = statistics.median(refs), statistics.median(gates)
+        report = json.loads((root / f"gate{gates.index(work)}" / "report.json").read_text())
+        stages = ", ".join(f"{s['name']} {s['duration_s']:.1f}s" for s in report["stages"])
+        print(f"the median gate run, per stage: {stages}")
         ratio = work / ref
         print(f"pipeline alone (train + evaluate): median {ref:.1f}s of {args.repeat}")
         print(f"dlgate run on a data-only PR:      median {work:.1f}s of {args.repeat}")

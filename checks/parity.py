@@ -236,13 +236,12 @@ def _reference(ctx: Context, child: hooks.Warm | None) -> tuple[np.ndarray, str]
     if made.weights is None or not spec:
         session = runtimes.open_session(made.onnx, CPU)
         return runtimes.run(session, batch.inputs, n), f"onnxruntime fp32 on CPU at batch {n}"
-    out = (child or hooks.Warm(ctx.repo)).call(
-        framework.forward,
-        spec,
-        str(made.weights),
-        batch.inputs,
-        timeout=ctx.config.pipeline.hook_timeout,
-        hook="pipeline.model",
+    args = (framework.forward, spec, str(made.weights), batch.inputs)
+    timeout, hook = ctx.config.pipeline.hook_timeout, "pipeline.model"
+    out = (
+        child.call(*args, timeout=timeout, hook=hook)
+        if child
+        else hooks.call(*args, cwd=ctx.repo, timeout=timeout, hook=hook)
     )
     return np.asarray(out, dtype=np.float64), "the framework (eval mode)"
 

@@ -110,9 +110,11 @@ def _measure(ctx: Context, child: hooks.Warm | None) -> dict[str, Any]:
     )
     timeout = settings.budget + _GRACE_S
     try:
-        child = child or hooks.Warm(ctx.repo)
-        result: dict[str, Any] = child.call(
-            framework.smoke, request, timeout=timeout, hook="training"
+        hook = "training"
+        result: dict[str, Any] = (
+            child.call(framework.smoke, request, timeout=timeout, hook=hook)
+            if child
+            else hooks.call(framework.smoke, request, cwd=ctx.repo, timeout=timeout, hook=hook)
         )
     except HookError as exc:
         # The child died or hung where its alarm could not reach (inside C code): name the

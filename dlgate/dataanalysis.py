@@ -17,19 +17,20 @@ import io
 import itertools
 import marshal
 import multiprocessing
+import operator
 import os
 import string
-import struct
 import unicodedata
 import warnings
-import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngImageFile
+
+from dlgate import fastpng
 
 # Bump when a record's meaning changes: cached records of another version are not used.
 VERSION = 2
@@ -43,15 +44,14 @@ COLUMNS = (
 T = TypeVar("T")
 Record = tuple[Any, ...]
 Row = tuple[bytes, int | None, int, bytes]  # a `files` row: key, ph, flags, packed record
-Task = tuple[str, bytes | None, str, str]  # (absolute path, known blob id, split, label)
 Counts = dict[tuple[str, str, str], int]  # (split, counter, bucket) → value
 
 CHUNK = 512  # files per worker task: large enough to vectorize, small enough to stream
 INLINE_BELOW = 2048  # fewer files than this are analyzed in-process (no pool start-up)
 THUMB = 8  # perceptual thumbnail side
+HELD_BYTES = 1 << 25  # pixel data held for measuring at once: flat memory for large images
 
 _PNG = b"\x89PNG\r\n\x1a\n"
-_CHUNK, _CRC, _IHDR = struct.Struct(">I4s"), struct.Struct(">I"), struct.Struct(">IIBBBBB")
 _MAGIC = (
     (_PNG, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
     (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
@@ -104,32 +104,51 @@ def analyze_text(value: str) -> Record:
     )  # fmt: skip
 
 
-def analyze_chunk(tasks: Sequence[Task], max_pixels: int) -> tuple[list[Row], Counts]:
-    """Cache rows of a chunk of image samples, in order, and what they add to the counters.
+def analyze_chunk(chunk: Chunk, max_pixels: int) -> tuple[list[Row], Counts]:
+    """Cache rows of a chunk's files, in order, and what they add to its split's counters.
     Never raises for a bad file."""
-    records = analyze_images([(path, blob) for path, blob, _, _ in tasks], max_pixels)
+    root = chunk.root
+    paths = [p if p.startswith("/") else f"{root}/{p}" for p in chunk.paths]
+    records = analyze_images(list(zip(paths, chunk.blobs, strict=True)), max_pixels)
     counts: Counts = {}
-    by_split: dict[str, list[tuple[str, Record]]] = {}
-    for (_, _, split, label), record in zip(tasks, records, strict=True):
-        by_split.setdefault(split, []).append((label, record))
-    for split, items in by_split.items():
-        contribute_many(counts, split, items, 1)
+    contribute_many(counts, chunk.split, list(zip(chunk.labels, records, strict=True)), 1)
     return [pack(r) for r in records], counts
 
 
 def analyze_images(files: Sequence[tuple[str, bytes | None]], max_pixels: int) -> list[Record]:
     """Records of image files (path, known blob id), in order."""
+    heads: list[list[Any]] = []
+    plain: _Groups = {}  # (mode, w, h) → (index, filtered scanlines): `fastpng.plain` files
+    decoded: _Groups = {}  # (layout, w, h) → (index, pixel bytes): decoded by Pillow
+    held = 0
     with _quiet_pillow():
-        heads: list[list[Any]] = []
-        groups: dict[tuple[str, int, int], list[tuple[int, bytes]]] = {}
-        for i, (path, blob) in enumerate(files):
-            head, pixels = _decode(path, blob, max_pixels)
+        for path, blob in files:
+            head, found = _decode(path, blob, max_pixels)
+            if found is not None:
+                shape, data, filtered = found
+                (plain if filtered else decoded).setdefault(shape, []).append((len(heads), data))
+                held += len(data)
             heads.append(head)
-            if pixels is not None:
-                groups.setdefault(pixels[0], []).append((i, pixels[1]))
-        for (smode, w, h), items in groups.items():
-            _measure(heads, smode, w, h, items)
+            if held > HELD_BYTES:  # large images: measure what is held before reading on
+                _measure_groups(heads, plain, decoded)
+                held = 0
+        _measure_groups(heads, plain, decoded)
     return [tuple(h) for h in heads]
+
+
+_Groups = dict[tuple[str, int, int], list[tuple[int, bytes]]]
+
+
+def _measure_groups(heads: list[list[Any]], plain: _Groups, decoded: _Groups) -> None:
+    for (mode, w, h), items in plain.items():
+        pixels = fastpng.unfilter(mode, (w, h), [lines for _, lines in items])
+        _measure(heads, mode, [i for i, _ in items], pixels)
+    for (smode, w, h), items in decoded.items():
+        raw = b"".join(data for _, data in items)
+        pixels = np.frombuffer(raw, np.uint8).reshape(len(items), h, w, _FAST[smode])
+        _measure(heads, smode, [i for i, _ in items], pixels)
+    plain.clear()
+    decoded.clear()
 
 
 def contribute(counts: Counts, split: str, label: str, record: Record, sign: int) -> None:
@@ -150,27 +169,15 @@ def contribute_many(
             k = (split, name, str(bucket))
             counts[k] = counts.get(k, 0) + sign * value
 
-    alike = Counter(
-        (label, r[1], r[3], r[4] is not None, r[5], r[9], r[10], r[8], r[7], r[6], r[13], r[14])
-        for label, r in items
-    )
+    # The error's text stands for "an error" here: texts differ, `errors` adds them all up.
+    alike = Counter((label, _ALIKE(r)) for label, r in items)
     for (
         label,
-        kind,
-        size_bin,
-        error,
-        transient,
-        w,
-        h,
-        mode,
-        fmt,
-        decoded,
-        bright,
-        smode,
+        (kind, size_bin, error, transient, w, h, mode, fmt, decoded, bright, smode),
     ), n in alike.items():
         add("count", label, n)
         add("file_size", size_bin, n)
-        add("errors", "", n if error else 0)
+        add("errors", "", n if error is not None else 0)
         add("transient", "", n if transient else 0)
         if kind == TEXT:
             add("length", bright, n)
@@ -183,27 +190,31 @@ def contribute_many(
         if decoded:
             add("brightness", bright, n)
             add(f"pixels.{smode}", "n", n)
-        elif not error:
+        elif error is None:
             add("bombs", "", n)
-    sums: dict[str, list[int]] = {}
+    rows: dict[str, list[tuple[int | None, ...]]] = {}
     for _, r in items:
         if r[1] == TEXT:
-            name, values = "chars", r[24:30]
+            rows.setdefault("chars", []).append(r[24:30])
         elif r[6]:
-            name, values = f"pixels.{r[14]}", r[15:24]
-        else:
-            continue
-        acc = sums.setdefault(name, [0] * len(values))
-        sums[name] = [a + (v or 0) for a, v in zip(acc, values, strict=True)]
-    for name, totals in sums.items():
+            rows.setdefault(f"pixels.{r[14]}", []).append(r[15:24])
+    for name, values in rows.items():
         fields = COLUMNS[24:30] if name == "chars" else COLUMNS[15:24]
-        for field, value in zip(fields, totals, strict=True):
+        for field, column in zip(fields, zip(*values, strict=True), strict=True):
+            value = sum(filter(None, column))  # a band the layout lacks is None throughout
             add(name, field[2:] if name == "chars" else field, value)
+
+
+# What makes samples alike for the counters: kind, size bin, error, transient, width, height,
+# mode, format, decoded, brightness, layout.
+_ALIKE = operator.itemgetter(1, 3, 4, 5, 9, 10, 8, 7, 6, 13, 14)
 
 
 def _decode(
     path: str, blob: bytes | None, max_pixels: int
-) -> tuple[list[Any], tuple[tuple[str, int, int], bytes] | None]:
+) -> tuple[list[Any], tuple[tuple[str, int, int], bytes, bool] | None]:
+    """A file's record so far, and its pixels to measure: (shape, scanlines still filtered
+    (True) or pixel bytes (False)), or None where there are none."""
     head: list[Any] = [None] * len(COLUMNS)
     head[1], head[6], head[5] = IMAGE, 0, 0
     try:
@@ -221,9 +232,11 @@ def _decode(
         return head, None
     hint = "PNG" if data.startswith(_PNG) else _format(data)
     if hint == "PNG":
-        fast = _plain_png(data, max_pixels, head)
-        if fast is not None:
-            return head, fast
+        plain = fastpng.plain(data, max_pixels)
+        if plain is not None:
+            mode, w, h, lines = plain
+            head[6:12] = 1, "PNG", mode, w, h, len(mode)
+            return head, ((mode, w, h), lines, True)
     try:
         im = (
             PngImageFile(io.BytesIO(data))
@@ -250,50 +263,7 @@ def _decode(
         head[4] = "truncated image (the PNG ends before its IEND chunk)"
         return head, None
     head[6] = 1
-    return head, ((smode, w, h), raw)
-
-
-_PLAIN = {(8, 0): "L", (8, 2): "RGB", (8, 4): "LA", (8, 6): "RGBA"}  # (bit depth, colour type)
-
-
-def _plain_png(
-    data: bytes, max_pixels: int, head: list[Any]
-) -> tuple[tuple[str, int, int], bytes] | None:
-    """The pixels of a plain PNG (8 bits per sample, grey or RGB with or without alpha, not
-    interlaced, no palette), decoded by Pillow's own zlib/unfilter decoder without the
-    Python layers of `Image.open` (two thirds of the cost of a small file). Anything else,
-    or anything wrong, returns None: the full Pillow path then decodes it and words the
-    verdict. Every chunk's CRC is checked, as Pillow does."""
-    pos, size, idat = 8, len(data), []
-    w = h = 0
-    mode = ""
-    while pos + 12 <= size:
-        length, kind = _CHUNK.unpack_from(data, pos)
-        end = pos + 8 + length
-        if end + 4 > size or zlib.crc32(data[pos + 4 : end]) != _CRC.unpack_from(data, end)[0]:
-            return None
-        if kind == b"IHDR":
-            w, h, depth, colour, _, _, interlace = _IHDR.unpack_from(data, pos + 8)
-            mode = _PLAIN.get((depth, colour), "")
-            if not mode or interlace or w * h > max_pixels or not w or not h:
-                return None
-        elif kind == b"IDAT":
-            idat.append(data[pos + 8 : end])
-        elif kind == b"IEND":
-            break
-        elif kind in (b"PLTE", b"tRNS") or not kind[0] & 0x20:  # an unknown critical chunk
-            return None
-        pos = end + 4
-    else:
-        return None
-    if not mode or not idat:
-        return None
-    try:
-        im = Image.frombytes(mode, (w, h), b"".join(idat), "zip", mode)
-    except Exception:
-        return None
-    head[7], head[8], head[9], head[10], head[11], head[6] = "PNG", mode, w, h, len(mode), 1
-    return (mode, w, h), im.tobytes()
+    return head, ((smode, w, h), raw, False)
 
 
 def _read(path: str) -> bytes:
@@ -335,12 +305,11 @@ def _pixels(im: Image.Image) -> tuple[str, bytes]:
     return "L", arr.tobytes()
 
 
-def _measure(
-    heads: list[list[Any]], smode: str, w: int, h: int, items: list[tuple[int, bytes]]
-) -> None:
-    c = _FAST[smode]
-    a = np.frombuffer(b"".join(raw for _, raw in items), np.uint8).reshape(len(items), h, w, c)
-    flat = a.reshape(len(items), h * w, c)
+def _measure(heads: list[list[Any]], smode: str, index: list[int], pixels: np.ndarray) -> None:
+    """Fill the pixel fields of the records `index`, whose pixels (n, h, w, bands) these are."""
+    n, h, w, c = pixels.shape
+    a = np.ascontiguousarray(pixels)
+    flat = a.reshape(n, h * w, c)
     sums = flat.sum(1, dtype=np.int64)
     squares = np.einsum("npc,npc->nc", flat, flat, dtype=np.uint64)
     if smode in ("RGB", "RGBA"):
@@ -348,16 +317,17 @@ def _measure(
     else:
         gray = a[..., 0].astype(np.float32)
     thumbs = _box(h, THUMB) @ gray @ _box(w, THUMB).T
-    quant = (np.clip(np.rint(thumbs), 0, 255).astype(np.uint8) >> 4).reshape(len(items), -1)
+    quant = (np.clip(np.rint(thumbs), 0, 255).astype(np.uint8) >> 4).reshape(n, -1)
     bright = np.minimum(thumbs.mean((1, 2)) // 16, 15).astype(int).tolist()
     pad = [None] * (4 - c)
     side = THUMB * THUMB
-    # Back to Python values once per chunk, not per element.
+    npix = w * h
+    # Back to Python values once per group, not per element.
     thumbs_bytes, sums_list, squares_list = quant.tobytes(), sums.tolist(), squares.tolist()
-    for j, (i, _) in enumerate(items):
+    for j, i in enumerate(index):
         head = heads[i]
         head[12] = _hash64(thumbs_bytes[j * side : (j + 1) * side])
-        head[13], head[14], head[15] = bright[j], smode, w * h
+        head[13], head[14], head[15] = bright[j], smode, npix
         head[16:20] = sums_list[j] + pad
         head[20:24] = squares_list[j] + pad
 
@@ -401,33 +371,43 @@ def _quiet_pillow() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def run(tasks: Iterator[Task], workers: int, max_pixels: int) -> Iterator[tuple[list[Row], Counts]]:
-    """(cache rows, counters) per chunk of tasks, in order. Worker processes start once there
-    are `INLINE_BELOW` tasks (a pool's start-up is not worth it for fewer); memory stays
-    bounded: a few chunks per worker are in flight."""
-    chunks = _chunks(tasks)
-    first = list(itertools.islice(chunks, INLINE_BELOW // CHUNK))
-    if sum(len(c) for c in first) < INLINE_BELOW or workers <= 1:
-        for chunk in itertools.chain(first, chunks):
-            yield analyze_chunk(chunk, max_pixels)
+class Chunk(NamedTuple):
+    """Image samples of one split, for one worker task."""
+
+    split: str
+    root: str  # the folder `paths` are relative to (an absolute path is taken as it is)
+    paths: list[str]
+    blobs: list[bytes | None]  # each file's git blob id, where known (else it is hashed)
+    labels: list[str]
+
+
+def run(
+    chunks: Iterator[tuple[T, Chunk]], workers: int, max_pixels: int
+) -> Iterator[tuple[T, list[Row], Counts]]:
+    """(tag, cache rows, counters) per (tag, chunk), in order; the tag is the caller's, kept
+    here while its chunk is analyzed. Worker processes start once there are `INLINE_BELOW`
+    files (a pool's start-up is not worth it for fewer); memory stays bounded: a few chunks
+    per worker are in flight."""
+    first: list[tuple[T, Chunk]] = []
+    files = 0
+    while files < INLINE_BELOW and (item := next(chunks, None)) is not None:
+        first.append(item)
+        files += len(item[1].paths)
+    if files < INLINE_BELOW or workers <= 1:
+        for tag, chunk in itertools.chain(first, chunks):
+            yield tag, *analyze_chunk(chunk, max_pixels)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork: the gate may hold threads and locks
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        pending: deque[Any] = deque()
-        for chunk in itertools.chain(first, chunks):
-            pending.append(pool.apply_async(analyze_chunk, (chunk, max_pixels)))
-            if len(pending) >= 3 * workers:
-                yield pending.popleft().get()
+    with ctx.Pool(workers) as pool:
+        pending: deque[tuple[T, Any]] = deque()
+        for tag, chunk in itertools.chain(first, chunks):
+            pending.append((tag, pool.apply_async(analyze_chunk, (chunk, max_pixels))))
+            while len(pending) >= 3 * workers or (pending and pending[0][1].ready()):
+                done, result = pending.popleft()
+                yield done, *result.get()
         while pending:
-            yield pending.popleft().get()
-
-
-def _init_worker() -> None:
-    Image.init()
-
-
-def _chunks(tasks: Iterator[Task]) -> Iterator[list[Task]]:
-    return batched(tasks, CHUNK)
+            done, result = pending.popleft()
+            yield done, *result.get()
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import time
 import weakref
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ from dlgate.datacache import Cache, SampleRow, usable
 from dlgate.dataset import IMAGE_SUFFIXES, DataSettings, natural
 from dlgate.datasources import (
     IMAGE_ENTRY,
-    Entry,
     Listing,
     Problem,
     image_label,
@@ -215,7 +213,8 @@ class _Scanner:
             self.done[split] = SplitScan(split, location, None, (), "delta")
         else:
             self.cache.clear_split(split)
-            self._fill(split, tree_images(self.ctx.git_dir, tree, location), files=False)
+            listing = tree_samples(self.ctx.git_dir, tree, location, split)
+            self._fill(split, listing, files=False)
             self.done[split] = SplitScan(split, location, None, (), "rebuilt")
         self.cache.set_state(split, fingerprint, tree)
 
@@ -228,68 +227,86 @@ class _Scanner:
             hook_dir=self.ctx.git_dir / ".dlgate" / "cache" / "hook",
             hook_timeout=self.ctx.config.pipeline.hook_timeout,
         )
-        self._fill(split, listing, files=True)
+        self._fill(split, self._entries(split, listing), files=True)
         self.cache.set_state(split, fingerprint, "")
         self.done[split] = SplitScan(
             split, location, listing.fatal, tuple(listing.problems), "rebuilt"
         )
 
-    def _fill(self, split: str, entries: Listing | Iterator[Entry], *, files: bool) -> None:
-        """Insert the split's samples and measure them in one pass: cached records are
-        counted here, contents the cache lacks are analyzed (and counted) by the workers and
-        their samples inserted as the results come back. `files`: listed from the files, so
-        an unknown content key may be known by stat."""
+    def _fill(self, split: str, batches: Iterator[list[SampleRow]], *, files: bool) -> None:
+        """Insert the split's samples and measure them in one pass: samples whose content
+        the cache holds are inserted and counted here, the others analyzed (and counted) by
+        the workers and inserted as their results come back. A row's key is None where the
+        content is not known yet: `files` (listed from the files), it may be known by stat."""
         counts: dataanalysis.Counts = {}
-        pending: deque[tuple[SampleRow, str]] = deque()  # each task's sample and path
-        repo = str(self.ctx.repo)
+        root = str(self.ctx.repo)
 
-        def tasks() -> Iterator[dataanalysis.Task]:
-            for batch in dataanalysis.batched(entries, _BATCH):
-                texts = []
-                for e in batch:
-                    if e.file is None:
-                        texts.append(dataanalysis.analyze_text(e.value or ""))
-                self.cache.put_records(texts)
-                self.cached = self.cached or bool(texts)
-                keys = [e.blob for e in batch if e.blob is not None] + [t[0] for t in texts]
-                known = self.cache.records(keys) if self.cached else {}
-                rows: list[SampleRow] = []
-                hits = []
-                text = iter(texts)
-                for e in batch:
-                    key = next(text)[0] if e.file is None else e.blob
-                    if key is None and files:
-                        assert e.file is not None
-                        key = self._stat_key(e.file_path(self.ctx.repo))
-                        known.update(self.cache.records([key]) if key else {})
-                    record = known.get(key) if key is not None else None
-                    row = (split, e.id, e.label, e.file, e.line, e.where or None, key,
-                           record[12] if record is not None else None)  # fmt: skip
-                    if usable(record, self.max_pixels):
-                        assert record is not None
-                        hits.append((e.label, record))
-                        rows.append(row)
-                    elif e.file is not None:
-                        path = e.file if e.file.startswith("/") else f"{repo}/{e.file}"
-                        pending.append((row, path))
-                        yield path, key, split, e.label
-                self.cache.insert_samples(rows)
-                dataanalysis.contribute_many(counts, split, hits, 1)
+        def chunks() -> Iterator[tuple[list[SampleRow], dataanalysis.Chunk]]:
+            for rows in batches:
+                todo = rows
+                if self.cached:
+                    todo = self._known(split, rows, counts, files=files)
+                for part in dataanalysis.batched(todo, dataanalysis.CHUNK):
+                    paths = [row[3] or "" for row in part]  # (text samples are always known)
+                    blobs = [row[6] for row in part]
+                    labels = [row[2] for row in part]
+                    yield part, dataanalysis.Chunk(split, root, paths, blobs, labels)
 
         with self.cache.bulk():
-            for out, chunk_counts in dataanalysis.run(tasks(), self.workers, self.max_pixels):
+            for part, out, chunk_counts in dataanalysis.run(
+                chunks(), self.workers, self.max_pixels
+            ):
                 self.cache.put_rows(out)
                 for k, v in chunk_counts.items():
                     counts[k] = counts.get(k, 0) + v
-                done = []
-                for key, ph, flags, _rec in out:
-                    row, path = pending.popleft()
-                    done.append((*row[:6], key, ph))
-                    if row[6] is None and not flags & TRANSIENT:
-                        self._remember_stat(path, key)
-                self.cache.insert_samples(done)
+                self.cache.insert_samples(
+                    [(*row[:6], key, ph) for row, (key, ph, _, _) in zip(part, out, strict=True)]
+                )
+                if files:
+                    for row, (key, _, flags, _) in zip(part, out, strict=True):
+                        if row[6] is None and not flags & TRANSIENT:
+                            self._remember_stat(self.ctx.repo / (row[3] or ""), key)
                 self.analyzed += len(out)
         self.cache.set_counts(split, counts)
+
+    def _known(
+        self, split: str, rows: list[SampleRow], counts: dataanalysis.Counts, *, files: bool
+    ) -> list[SampleRow]:
+        """Insert and count the samples whose content the cache holds; the others, to read."""
+        if files:
+            for i, row in enumerate(rows):
+                if row[6] is None and row[3] is not None:
+                    rows[i] = (*row[:6], self._stat_key(self.ctx.repo / row[3]), None)
+        known = self.cache.records([row[6] for row in rows if row[6] is not None])
+        hits: list[tuple[str, dataanalysis.Record]] = []
+        ready: list[SampleRow] = []
+        todo: list[SampleRow] = []
+        for row in rows:
+            record = known.get(row[6]) if row[6] is not None else None
+            if usable(record, self.max_pixels):
+                assert record is not None
+                hits.append((row[2], record))
+                ready.append((*row[:7], record[12]))
+            else:
+                todo.append(row)
+        self.cache.insert_samples(ready)
+        dataanalysis.contribute_many(counts, split, hits, 1)
+        return todo
+
+    def _entries(self, split: str, listing: Listing) -> Iterator[list[SampleRow]]:
+        """Sample rows of a listing, in batches; text samples are measured here and their
+        records cached, so that they are known."""
+        for batch in dataanalysis.batched(listing, _BATCH):
+            texts = [dataanalysis.analyze_text(e.value or "") for e in batch if e.file is None]
+            if texts:
+                self.cache.put_records(texts)
+                self.cached = True
+            text = iter(texts)
+            yield [
+                (split, e.id, e.label, e.file, e.line, e.where or None,
+                 next(text)[0] if e.file is None else e.blob, None)
+                for e in batch
+            ]  # fmt: skip
 
     def _stat_key(self, path: Path) -> bytes | None:
         try:
@@ -298,12 +315,12 @@ class _Scanner:
             return None
         return self.cache.stat_key(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
 
-    def _remember_stat(self, path: str, key: bytes) -> None:
+    def _remember_stat(self, path: Path, key: bytes) -> None:
         try:
-            st = os.stat(path)
+            st = path.stat()
         except OSError:
             return
-        self.cache.put_stat(path, st.st_size, st.st_mtime_ns, st.st_ino, key)
+        self.cache.put_stat(str(path), st.st_size, st.st_mtime_ns, st.st_ino, key)
 
     def _delta(self, split: str, location: str, old: str, new: str) -> None:
         removed: list[tuple[str, str]] = []
@@ -318,13 +335,19 @@ class _Scanner:
             if new_blob is not None:
                 added.append((sid, label, new_blob))
         known = self.cache.records([blob for _, _, blob in added])
-        tasks = [
-            (f"{self.ctx.repo}/{sid}", blob, split, label)
+        todo = [
+            (sid, blob, label)
             for sid, label, blob in added
             if not usable(known.get(blob), self.max_pixels)
         ]  # fmt: skip
         phs: dict[bytes, int | None] = {k: r[12] for k, r in known.items()}
-        for out, _counts in dataanalysis.run(iter(tasks), self.workers, self.max_pixels):
+        root = str(self.ctx.repo)
+        chunks = (
+            (None, dataanalysis.Chunk(split, root, [t[0] for t in part], [t[1] for t in part],
+                                      [t[2] for t in part]))
+            for part in dataanalysis.batched(todo, dataanalysis.CHUNK)
+        )  # fmt: skip
+        for _, out, _counts in dataanalysis.run(chunks, self.workers, self.max_pixels):
             self.analyzed += len(out)
             self.cache.put_rows(out)
             phs.update((key, ph) for key, ph, _, _ in out)
@@ -385,10 +408,10 @@ def _objects(ctx: Context) -> dict[tuple[str, str], tuple[str | None, str]]:
     return ctx.memo("data.trees", ask)
 
 
-def tree_images(repo: Path, tree: str, location: str) -> Iterator[Entry]:
-    """The image-folder samples of a git tree: what `datasources.image_label` takes for a
-    sample, matched by one regular expression over `git ls-tree`, read as a stream (a
-    million entries stay out of memory)."""
+def tree_samples(repo: Path, tree: str, location: str, split: str) -> Iterator[list[SampleRow]]:
+    """The image-folder samples of a git tree, as sample rows in batches: what
+    `datasources.image_label` takes for a sample, matched by one regular expression over
+    `git ls-tree`, read as a stream (a million entries stay out of memory)."""
     try:
         proc = subprocess.Popen(
             ["git", "-C", str(repo), "ls-tree", "-r", "-z", tree],
@@ -397,17 +420,19 @@ def tree_images(repo: Path, tree: str, location: str) -> Iterator[Entry]:
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH; install git") from None
     assert proc.stdout is not None and proc.stderr is not None
+    prefix = f"{location}/"
     rest = b""
     with proc:
-        while block := proc.stdout.read(1 << 20):
+        while block := proc.stdout.read(1 << 18):
             rest += block
             cut = rest.rfind(b"\0") + 1
-            for match in IMAGE_ENTRY.finditer(rest, 0, cut):
-                oid, label, tail = match.groups()
-                name = label.decode("utf-8", "surrogateescape")
-                path = f"{location}/{name}/{tail.decode('utf-8', 'surrogateescape')}"
-                yield Entry(path, name, path, blob=bytes.fromhex(oid.decode()))
+            text = rest[:cut].decode("utf-8", "surrogateescape")
             rest = rest[cut:]
+            yield [
+                (split, path, label, path, 0, None, bytes.fromhex(oid), None)
+                for oid, rel, label in IMAGE_ENTRY.findall(text)
+                for path in (prefix + rel,)
+            ]
         error = proc.stderr.read().decode("utf-8", "replace").strip()
     if proc.returncode:
         raise GitError(f"git ls-tree {tree} failed in {repo}: {error}")

@@ -105,12 +105,13 @@ def image_label(rel: str) -> str | None:
 
 
 # `git ls-tree -r -z` entries of files (not links) that `image_label` takes for samples:
-# <class>/<any depth>/<name>.<image suffix>, no component hidden.
-_VISIBLE = rb"[^./\0][^/\0]*"
+# <class>/<any depth>/<name>.<image suffix>, no component hidden. Groups: blob id, the path
+# below the tree, the class. Matched on the output decoded with "surrogateescape".
+_VISIBLE = r"[^./\0][^/\0]*"
 IMAGE_ENTRY = re.compile(
-    rb"(?<![^\0])(?:100644|100755) blob ([0-9a-f]{40})\t"
-    + rb"(" + _VISIBLE + rb")/((?:" + _VISIBLE + rb"/)*" + _VISIBLE
-    + rb"\.(?i:" + b"|".join(s[1:].encode() for s in sorted(IMAGE_SUFFIXES)) + rb"))\0"
+    r"(?<![^\0])(?:100644|100755) blob ([0-9a-f]{40})\t"
+    + r"((" + _VISIBLE + r")/(?:" + _VISIBLE + r"/)*" + _VISIBLE
+    + r"\.(?i:" + "|".join(s[1:] for s in sorted(IMAGE_SUFFIXES)) + r"))\0"
 )  # fmt: skip
 
 

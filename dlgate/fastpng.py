@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 32 * 32  # above this, the per-column filter loops cost more than Pillow
@@ -202,4 +203,125 @@ def _sequential(line: np.ndarray, prior: np.ndarray, bpp: int, *, paeth: bool) -
     return out.astype(np.uint8)
 
 
-__all__ = ["MAX_BYTES", "MAX_PIXELS", "SIGNATURE", "decode"]
+# --- any plain PNG, for the data stage -------------------------------------------------------
+#
+# The data stage measures every file in its own mode and size, in batches of mixed shapes, so
+# the per-column loops above (cheap only over a large batch of one shape) do not fit it.
+# `plain` parses and inflates one file; `unfilter` undoes the row filters of many files of one
+# shape in a single call of Pillow's own PNG decoder: the files' scanlines are stacked into
+# one tall image with a zero row (filter None) before each file, so every file's first row
+# sees the zero prior row PNG defines, and the decoded pixels are Pillow's by construction.
+
+PLAIN_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}  # 8-bit colour types, as Pillow names them
+BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+# Ancillary chunks Pillow's reader cannot fail on at these lengths (its handlers raise on
+# shorter ones) and whose values change no pixel: (smallest length, largest length). Not
+# tEXt: a text key such as "interlace" lands in `info` and changes how Pillow decodes.
+_HARMLESS = {
+    b"gAMA": (4, 1 << 16), b"cHRM": (32, 1 << 16), b"sRGB": (1, 1 << 16),
+    b"pHYs": (9, 1 << 16), b"tIME": (0, 1 << 16), b"bKGD": (0, 1 << 16),
+    b"sBIT": (0, 1 << 16),
+}  # fmt: skip
+_IHDR = struct.Struct(">IIBBBBB")
+_HEAD = struct.Struct(">I4s")
+
+
+def plain(blob: bytes, max_pixels: int) -> tuple[str, int, int, bytes] | None:
+    """(mode, width, height, filtered scanlines) of a PNG that Pillow opens and decodes
+    without a word, to exactly the pixels `unfilter` gives for these scanlines; else None.
+
+    Taken: 8 bits per sample, grey or RGB with or without alpha, not interlaced, at most
+    `max_pixels`; IHDR, then only the harmless ancillary chunks above, then consecutive IDAT
+    chunks holding one complete zlib stream of exactly the image's scanlines with known row
+    filters, then IEND as the last bytes of the file; every chunk's CRC valid. Anything else
+    (a palette, transparency, text Pillow decompresses, a truncated or padded file, a bad
+    checksum) is None, and the caller asks Pillow, which decodes it or says why not."""
+    if not blob.startswith(SIGNATURE) or not blob.endswith(_IEND) or len(blob) < 57:
+        return None
+    header = _header(blob[8:33])
+    if header is None:
+        return None
+    w, h, depth, color_type, compression, filtering, interlace = header
+    mode = PLAIN_MODES.get(color_type)
+    if mode is None or depth != 8 or compression or filtering or interlace:
+        return None
+    if not w or not h or w * h > max_pixels:
+        return None
+    end = len(blob) - len(_IEND)
+    if blob[37:41] == b"IDAT" and _HEAD.unpack_from(blob, 33)[0] + 45 == end:
+        data = _chunk_data(blob, 33)  # the usual file: IHDR, one IDAT, IEND
+    else:
+        data = _idat(blob, end)
+    if data is None:
+        return None
+    try:
+        raw = zlib.decompress(data)
+    except zlib.error:
+        return None
+    stride = 1 + w * BANDS[mode]
+    if len(raw) != h * stride or max(raw[::stride]) > 4:  # 0..4: the PNG row filters
+        return None
+    return mode, w, h, raw
+
+
+def _chunk_data(blob: bytes, pos: int) -> bytes | None:
+    """The data of the chunk at `pos` if its CRC is right."""
+    (length,) = struct.unpack_from(">I", blob, pos)
+    stop = pos + 8 + length
+    (crc,) = struct.unpack_from(">I", blob, stop)
+    return blob[pos + 8 : stop] if zlib.crc32(blob[pos + 4 : stop]) == crc else None
+
+
+def _idat(blob: bytes, end: int) -> bytes | None:
+    """The joined IDAT data of a file with harmless ancillary chunks or several IDATs,
+    walked from after IHDR up to `end` (where IEND starts)."""
+    pos, idat = 33, []
+    while pos < end:
+        if pos + 12 > end:
+            return None
+        length, kind = _HEAD.unpack_from(blob, pos)
+        stop = pos + 12 + length
+        if stop > end:
+            return None
+        data = _chunk_data(blob, pos)
+        if data is None:
+            return None
+        if kind == b"IDAT":
+            idat.append(data)
+        elif idat:  # after the image data, only IEND
+            return None
+        else:
+            bounds = _HARMLESS.get(kind)
+            if bounds is None or not bounds[0] <= length <= bounds[1]:
+                return None
+        pos = stop
+    return b"".join(idat) if idat and pos == end else None
+
+
+def unfilter(mode: str, size: tuple[int, int], scanlines: Sequence[bytes]) -> np.ndarray:
+    """The pixels (n, height, width, bands) of n images of one mode and size, from their
+    scanlines as `plain` returns them, decoded by Pillow in one call."""
+    width, height = size
+    bands = BANDS[mode]
+    stride = 1 + width * bands
+    zero = bytes(stride)
+    stacked = zero + zero.join(scanlines)
+    rows = len(scanlines) * (height + 1)
+    # Stored (level 0) deflate: Pillow's PNG decoder takes zlib data; storing costs a copy.
+    tall = Image.frombytes(mode, (width, rows), zlib.compress(stacked, 0), "zip", mode)
+    pixels = np.frombuffer(tall.tobytes(), np.uint8).reshape(
+        len(scanlines), height + 1, width, bands
+    )
+    return pixels[:, 1:]
+
+
+__all__ = [
+    "BANDS",
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "PLAIN_MODES",
+    "SIGNATURE",
+    "decode",
+    "plain",
+    "unfilter",
+]

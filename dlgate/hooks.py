@@ -39,14 +39,19 @@ def call(
     timeout: float,
     hook: str,
 ) -> R:
-    return Warm(cwd).call(func, *args, timeout=timeout, hook=hook)
+    child = Warm(cwd)
+    try:
+        return child.call(func, *args, timeout=timeout, hook=hook)
+    finally:
+        child.close()
 
 
 class Warm:
-    """A hook child started before its call is known. It imports `preload` (torch, say) while
-    the gate does other work, then makes one call exactly as `call` does. `nice` lowers its
-    priority while it waits, so that it takes only CPU time the training command leaves.
-    Setting `stop` (the run is over) or `close()` kills it."""
+    """A hook child started before its calls are known. It imports `preload` (torch, say)
+    while the gate does other work, then makes calls one at a time, each exactly as `call`
+    does. A call that hangs or kills the child costs the child: the next call gets a fresh
+    one. `nice` lowers its priority, so that it takes only CPU time the training command
+    leaves. `close()`, or setting `stop` (the run is over), kills it and what it started."""
 
     def __init__(
         self,
@@ -56,53 +61,18 @@ class Warm:
         nice: int = 0,
         stop: threading.Event | None = None,
     ) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_end = ctx.Pipe()
-        self._stop = stop
-        self._proc = ctx.Process(
-            target=_child, args=(child_end, str(cwd), preload, nice), daemon=True
-        )
-        self._proc.start()
-        child_end.close()
-        self._used = False
+        self._cwd, self._preload, self._nice, self._stop = str(cwd), preload, nice, stop
+        self._lock = threading.Lock()
+        self._closed = False
+        self._spawn()
 
     def call(self, func: Callable[..., R], *args: Any, timeout: float, hook: str) -> R:
-        if self._used:
-            raise RuntimeError("a warm hook child makes one call; start another")
-        self._used = True
-        recv = self._conn
-        try:
-            # A child that died before the call is reported below, like a death during it.
-            with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
-                recv.send((func, args))
-            if not self._wait(timeout):
-                stopped = self._stop is not None and self._stop.is_set()
-                _kill(self._proc)
-                if stopped:
-                    raise HookError(hook, "stopped: the run ended first", kind="timeout")
-                raise HookError(
-                    hook, f"no result after {timeout:g}s (the configured timeout)", kind="timeout"
-                )
-            try:
-                status, payload = recv.recv()
-            except EOFError:
-                self._proc.join(_GRACE_S)
-                code = self._proc.exitcode
-                why = (
-                    f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-                )
-                raise HookError(
-                    hook, f"the process died without a result ({why})", kind="crashed"
-                ) from None
-            except Exception as exc:  # the result pickled in the child but cannot load here
-                raise HookError(
-                    hook,
-                    f"returned a value the gate cannot load ({type(exc).__name__}: {exc}); "
-                    "return plain Python or numpy values",
-                    kind="bad-return",
-                ) from None
-        finally:
-            self.close()
+        with self._lock:
+            if self._closed:
+                raise HookError(hook, "stopped: the run ended first", kind="timeout")
+            if not self._proc.is_alive():
+                self._spawn()  # the last call cost the child, or it died waiting
+            status, payload = self._exchange(func, args, timeout, hook)
         if status == "ok":
             return payload  # type: ignore[no-any-return]
         if status == "bad-return":
@@ -117,13 +87,56 @@ class Warm:
 
     def close(self) -> None:
         """Stop the child (and whatever it started) if it still runs."""
+        self._closed = True
         self._conn.close()
-        if self._used:
-            self._proc.join(_GRACE_S)  # after its result it exits by itself
-        _kill(self._proc)  # also whatever the user code started and left behind
+        _kill(self._proc)
+
+    def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        args = (child_end, self._cwd, self._preload, self._nice)
+        self._proc = ctx.Process(target=_child, args=args, daemon=True)
+        self._proc.start()
+        child_end.close()
+
+    def _exchange(
+        self, func: Callable[..., Any], args: tuple[Any, ...], timeout: float, hook: str
+    ) -> tuple[str, Any]:
+        """Send one call, wait for its answer. A hang or a death is a HookError, and the
+        child (with what it started) is killed."""
+        conn = self._conn
+        # A child that died before the call is reported below, like a death during it.
+        with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
+            conn.send((func, args))
+        if not self._wait(timeout):
+            _kill(self._proc)
+            if self._stop is not None and self._stop.is_set():
+                raise HookError(hook, "stopped: the run ended first", kind="timeout")
+            raise HookError(
+                hook, f"no result after {timeout:g}s (the configured timeout)", kind="timeout"
+            )
+        try:
+            answer: tuple[str, Any] = conn.recv()
+            return answer
+        except EOFError:
+            self._proc.join(_GRACE_S)
+            code = self._proc.exitcode
+            _kill(self._proc)  # what the dead child started
+            why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            raise HookError(
+                hook, f"the process died without a result ({why})", kind="crashed"
+            ) from None
+        except Exception as exc:  # the result pickled in the child but cannot load here
+            _kill(self._proc)  # its stream is in an unknown state
+            raise HookError(
+                hook,
+                f"returned a value the gate cannot load ({type(exc).__name__}: {exc}); "
+                "return plain Python or numpy values",
+                kind="bad-return",
+            ) from None
 
     def _wait(self, timeout: float) -> bool:
-        """Whether a result (or the child's death) arrived within `timeout`."""
+        """Whether an answer (or the child's death) arrived within `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -147,20 +160,21 @@ def _child(conn: Any, cwd: str, preload: tuple[str, ...], nice: int) -> None:
         with contextlib.suppress(Exception):  # the call itself meets and reports the error
             importlib.import_module(name)
     try:
-        try:
-            func, args = conn.recv()
-        except EOFError:
-            return  # closed unused
-        try:
-            result = func(*args)
-        except BaseException as exc:
-            tb = traceback.format_exc(limit=-6)
-            conn.send(("error", (f"{type(exc).__name__}: {exc}", tb)))
-            return
-        try:
-            conn.send(("ok", result))
-        except Exception as exc:  # pickling fails before anything is sent
-            conn.send(("bad-return", f"{type(exc).__name__}: {exc}"))
+        while True:
+            try:
+                func, args = conn.recv()
+            except EOFError:
+                return  # closed: no more calls
+            try:
+                result = func(*args)
+            except BaseException as exc:
+                tb = traceback.format_exc(limit=-6)
+                conn.send(("error", (f"{type(exc).__name__}: {exc}", tb)))
+                continue
+            try:
+                conn.send(("ok", result))
+            except Exception as exc:  # pickling fails before anything is sent
+                conn.send(("bad-return", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 

@@ -21,6 +21,9 @@ from dlgate.errors import ConfigError, HookError
 from dlgate.registry import prepare
 
 _NICE = 10  # a warm child's priority below the training command's
+# What the framework child will import anyway: torch, and the compiler stack that torch's
+# optimizers import on first use (a second of CPU, better spent while the training runs).
+_PRELOAD = ("torch", "torch._dynamo")
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,16 @@ def start_training(ctx: Context) -> None:
 
 
 def framework_child(ctx: Context) -> hooks.Warm:
-    """A child for framework code (`dlgate.framework`), started now: it imports torch at a
-    low priority while the training command runs. Killed at the end of the run if unused."""
-    child = hooks.Warm(ctx.repo, preload=("torch",), nice=_NICE, stop=ctx.stopping)
-    ctx.on_close(child.close)
-    return child
+    """The run's child for framework code (`dlgate.framework`: the smoke battery, the eval-mode
+    outputs parity compares with), started on first use: it imports torch, once, at a low
+    priority while the training command runs. Killed at the end of the run."""
+
+    def start() -> hooks.Warm:
+        child = hooks.Warm(ctx.repo, preload=_PRELOAD, nice=_NICE, stop=ctx.stopping)
+        ctx.on_close(child.close)
+        return child
+
+    return ctx.memo("pipeline.framework_child", start)
 
 
 def _make(ctx: Context) -> Product:

@@ -329,7 +329,8 @@ def test_a_warm_child_imports_ahead_then_makes_the_call_in_the_repository(repo: 
     assert result["sum"] == 5
     assert Path(result["cwd"]) == repo
     assert result["pid"] != os.getpid()
-    assert wait_until(lambda: is_gone(result["pid"]))  # one call, then it is gone
+    child.close()
+    assert wait_until(lambda: is_gone(result["pid"]))
 
 
 def test_a_warm_child_reports_failures_like_a_cold_one(repo: Path) -> None:
@@ -367,15 +368,29 @@ def test_a_warm_call_stops_when_the_run_ends(repo: Path) -> None:
     assert "stopped: the run ended first" in str(info.value)
 
 
-def test_a_warm_child_makes_one_call_only(repo: Path) -> None:
+def test_a_warm_child_serves_calls_in_turn_and_is_replaced_after_a_crash(repo: Path) -> None:
     child = hooks.Warm(repo)
-    child.call(call_user, "userhooks:add", 1, 1, timeout=30, hook=HOOK)
-    with pytest.raises(RuntimeError, match="one call"):
+    first = child.call(call_user, "userhooks:add", 1, 1, timeout=30, hook=HOOK)
+    second = child.call(call_user, "userhooks:add", 2, 2, timeout=30, hook=HOOK)
+    assert (first["sum"], second["sum"]) == (2, 4)
+    assert first["pid"] == second["pid"]  # the same child: torch is imported once
+    with pytest.raises(HookError):  # a user exception leaves the child serving
+        child.call(call_user, "userhooks:boom", timeout=30, hook=HOOK)
+    with pytest.raises(HookError) as info:
+        child.call(call_user, "userhooks:exit_hard", timeout=30, hook=HOOK)
+    assert info.value.kind == "crashed"
+    third = child.call(call_user, "userhooks:add", 3, 3, timeout=30, hook=HOOK)
+    assert third["sum"] == 6
+    assert third["pid"] != first["pid"]  # a fresh child after the crash
+    child.close()
+    with pytest.raises(HookError, match="the run ended first"):
         child.call(call_user, "userhooks:add", 1, 1, timeout=30, hook=HOOK)
 
 
 def _warm_error(repo: Path, spec: str, *, timeout: float = 30) -> HookError:
+    child = hooks.Warm(repo)
     with pytest.raises(HookError) as info:
-        hooks.Warm(repo).call(call_user, spec, timeout=timeout, hook=HOOK)
+        child.call(call_user, spec, timeout=timeout, hook=HOOK)
+    child.close()
     assert info.value.hook == HOOK
     return info.value
