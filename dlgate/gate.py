@@ -6,10 +6,8 @@ service's workers all call.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlgate import __version__, git
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
-from dlgate.context import Context
+from dlgate.context import BACKGROUND, Context, lower_priority
 from dlgate.errors import ConfigError, UsageError
 from dlgate.report import STAGES, BaselineInfo, Report, Revision, StageResult
 from dlgate.runner import prepare, run_stage
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
     from dlgate.baselines import RunRecord, Store
 
 KINDS = ("pr", "baseline", "release", "merge_group")
-_NICE = 5  # the stages' priority below the training command's (warm children: 10 more)
 T = TypeVar("T")
 
 
@@ -115,16 +112,14 @@ def _run_stages(ctx: Context, stages: tuple[str, ...]) -> list[StageResult]:
 
 
 def _in_background(work: Callable[[], T]) -> T:
-    """`work` in a thread below the priority of what `prepare` started: while the training
-    command trains, the gate's own work (imports, MLflow, the data checks) takes only the CPU
-    time it leaves. (An OpenMP training stalls when an equal-priority process takes one of its
-    cores: 4 s became 6.4 s on 2 cores.) On Linux the niceness is the thread's own, and what
-    it starts inherits it; it ends with the thread."""
+    """`work` in a thread below the priority of what `prepare` started (`context.BACKGROUND`):
+    while the training command trains, the gate's own work (imports, MLflow, the data checks)
+    takes only the CPU time it leaves. On Linux the niceness is the thread's own, and what it
+    starts inherits it; it ends with the thread."""
     result: Future[T] = Future()
 
     def run() -> None:
-        with contextlib.suppress(OSError):
-            os.nice(_NICE)
+        lower_priority(BACKGROUND)
         try:
             result.set_result(work())
         except BaseException as exc:  # re-raised in the caller's thread

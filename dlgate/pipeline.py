@@ -20,7 +20,7 @@ from dlgate.context import Context
 from dlgate.errors import ConfigError, HookError
 from dlgate.registry import prepare
 
-_NICE = 10  # a warm child's priority below the training command's
+_NICE = 10  # the framework child's priority below the training command's
 # What the framework child will import anyway: torch, and the compiler stack that torch's
 # optimizers import on first use (a second of CPU, better spent while the training runs).
 _PRELOAD = ("torch", "torch._dynamo")
@@ -43,7 +43,7 @@ def product(ctx: Context) -> Product:
 @prepare("training", "export", "accuracy")
 def start_training(ctx: Context) -> None:
     if ctx.config.pipeline.train and not ctx.config.pipeline.artifact and ctx.kind != "release":
-        ctx.prefetch("pipeline.product", lambda: _make(ctx))
+        ctx.prefetch("pipeline.product", lambda: _make(ctx), nice=0)  # the critical path
 
 
 def framework_child(ctx: Context) -> hooks.Warm:

@@ -3,6 +3,7 @@ reaching every check that needs them."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dlgate.config import default_config
-from dlgate.context import Context
+from dlgate.context import BACKGROUND, Context
 from dlgate.report import Revision
 
 
@@ -108,3 +109,15 @@ def test_only_the_stages_that_run_start_background_work() -> None:
     assert "start_battery" not in names
     names = {f.__name__ for f in preparers_for(("training", "export"))}
     assert {"start_training", "start_battery", "start_reference"} <= names
+
+
+def test_background_work_runs_below_the_training_commands_priority(ctx: Context) -> None:
+    def own_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = own_nice()
+    ctx.prefetch("gate work", own_nice)
+    ctx.prefetch("training", own_nice, nice=0)
+    assert ctx.memo("gate work", own_nice) == min(base + BACKGROUND, 19)
+    assert ctx.memo("training", own_nice) == base
+    assert own_nice() == base  # the caller's own priority is untouched
