@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dlgate import stats
+from dlgate import plots, stats
 from dlgate.checks.compare import Gate, compare, details, measurements, outcomes, value_text
 from dlgate.config import path_field, section
 from dlgate.context import Context
@@ -164,6 +164,8 @@ def evaluated(ctx: Context) -> Evaluated:
 def start_evaluation(ctx: Context) -> None:
     if ctx.kind != "release":  # a release may reuse its commit's run instead
         ctx.prefetch("accuracy.evaluated", lambda: _evaluate(ctx))
+    if ctx.config.get(AccuracySettings).plots:
+        ctx.prefetch("accuracy.plotting", plots.load)
 
 
 def predictions(ctx: Context) -> list[dict[str, Any]]:
@@ -289,8 +291,6 @@ def accuracy(ctx: Context) -> Finding:
         if math.isfinite(m.delta):
             ctx.metrics[f"{m.gate.metric}_delta"] = m.delta
     if settings.plots and cmp.shared:
-        from dlgate import plots
-
         path = ctx.artifact_dir("accuracy") / "per_class_delta.png"
         plots.per_class_delta(cmp.classes, cmp.base_recall, cmp.head_recall, path,
                               "recall per class: head − baseline")  # fmt: skip
@@ -380,8 +380,6 @@ class _Head:
             artifacts=[],
         )
         if settings.plots:
-            from dlgate import plots
-
             path = ctx.artifact_dir("accuracy") / "confusion_matrix.png"
             plots.confusion_matrix(stats.confusion(o), o.classes, path,
                                    f"{settings.split}: {n} samples")  # fmt: skip

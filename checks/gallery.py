@@ -11,16 +11,27 @@ from PIL import Image, ImageDraw
 from dlgate.context import Context
 from dlgate.datadiff import Changed, pr_diff
 from dlgate.dataset import DataSettings, natural
-from dlgate.registry import check
+from dlgate.registry import check, prepare
 from dlgate.report import Finding, Outcome, Value
 
 _CAPTION = 12  # pixels under each tile for its caption
 _LABEL = 56  # pixels left of each row for the class name
 
 
+@prepare("data")
+def start_gallery(ctx: Context) -> None:
+    """The gallery needs git and the checkout, not the scan: drawn in the background, it
+    overlaps the scan (its PNG encoding runs outside the GIL)."""
+    ctx.prefetch("data.gallery", lambda: _gallery(ctx))
+
+
 @check("data.gallery")
 def gallery(ctx: Context) -> Finding:
     """A grid of the samples added or relabeled by the pull request, per class."""
+    return ctx.memo("data.gallery", lambda: _gallery(ctx))
+
+
+def _gallery(ctx: Context) -> Finding:
     settings = ctx.config.get(DataSettings)
     diff = pr_diff(ctx, settings.gallery.per_class)
     if diff.unavailable:

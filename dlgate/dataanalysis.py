@@ -32,8 +32,9 @@ from PIL.PngImagePlugin import PngImageFile
 
 from dlgate import fastpng
 
-# Bump when a record's meaning changes: cached records of another version are not used.
-VERSION = 2
+# Bump when a record's meaning or the cache's layout changes: another version's cache is not
+# used.
+VERSION = 3
 IMAGE, TEXT = 0, 1
 COLUMNS = (
     "key", "kind", "size", "size_bin", "error", "transient", "decoded", "fmt", "mode",

@@ -36,7 +36,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(key);
 CREATE TABLE IF NOT EXISTS state (split TEXT PRIMARY KEY, fingerprint TEXT, tree TEXT);
 CREATE TABLE IF NOT EXISTS samples (
     split TEXT, id TEXT, label TEXT, file TEXT, line INTEGER, "where" TEXT, key BLOB,
-    ph INTEGER, PRIMARY KEY (split, id)) WITHOUT ROWID;
+    ph INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS samples_id ON samples(split, id);
 CREATE TABLE IF NOT EXISTS multi_key (key BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS multi_ph (ph INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,
@@ -233,6 +234,7 @@ class Cache:
         the whole change, not a few per sample."""
         db = self.db
         old: list[tuple[str, str, bytes | None, int | None]] = []  # split, label, key, ph
+        again = {(row[0], row[1]): row for row in added}  # changed in place: updated
         for split, ids in _by_split(removed).items():
             for part in _parts(ids):
                 marks = ", ".join("?" * len(part))
@@ -240,8 +242,20 @@ class Cache:
                 old += db.execute(
                     f"SELECT split, label, key, ph FROM samples WHERE {where}", (split, *part)
                 ).fetchall()
-                db.execute(f"DELETE FROM samples WHERE {where}", (split, *part))
-        self.insert_samples(added)
+            deleted = [sid for sid in ids if (split, sid) not in again]
+            for part in _parts(deleted):
+                marks = ", ".join("?" * len(part))
+                db.execute(
+                    f"DELETE FROM samples WHERE split = ? AND id IN ({marks})", (split, *part)
+                )
+        updated = {(split, sid) for split, sid in removed} & again.keys()
+        # An update rewrites the row where it is; a delete and an insert would touch two places.
+        db.executemany(
+            'UPDATE samples SET label = ?, file = ?, line = ?, "where" = ?, key = ?, ph = ? '
+            "WHERE split = ? AND id = ?",
+            [(*again[k][2:], *k) for k in sorted(updated)],
+        )
+        self.insert_samples([row for row in added if (row[0], row[1]) not in updated])
         keys = {k for _, _, k, _ in old if k is not None} | {r[6] for r in added if r[6]}
         records = self.records(sorted(keys))
         counts: Counts = {}

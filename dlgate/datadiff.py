@@ -13,11 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from dlgate.context import Context
-from dlgate.datascan import tree_diff, tree_id
+from dlgate.datascan import EMPTY_TREE, tree_diff, tree_id
 from dlgate.dataset import DataSettings
 from dlgate.datasources import image_label
-
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the empty tree
 
 
 @dataclass

@@ -14,6 +14,7 @@ size, mtime and inode for untracked files).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import posixpath
@@ -42,6 +43,7 @@ from dlgate.datasources import (
 from dlgate.errors import GitError
 
 _SYMLINK, _GITLINK = "120000", "160000"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the empty tree
 _BATCH = 4096
 
 
@@ -149,6 +151,8 @@ def scan_data(ctx: Context) -> DataScan:
     settings = ctx.config.get(DataSettings)
     cache = Cache.open(ctx.git_dir / ".dlgate" / "cache")
     scanner = _Scanner(ctx, settings, cache)
+    if scanner.tree_mode:
+        _prefetch_diffs(ctx, settings, cache)
     try:
         with cache.writing():
             rebuilt = cache.drop_other_splits(settings.splits)
@@ -181,12 +185,8 @@ class _Scanner:
         self.cached = cache.db.execute("SELECT EXISTS (SELECT 1 FROM files)").fetchone()[0]
 
     def split(self, split: str) -> None:
-        s = self.settings
-        location = posixpath.normpath(s.splits[split].replace("\\", "/"))
-        how = "tree" if self.tree_mode else "files"
-        fingerprint = (
-            f"v{dataanalysis.VERSION}|{s.format}|{how}|{location}|{s.manifest}|{self.max_pixels}"
-        )
+        location = _location(self.settings, split)
+        fingerprint = _fingerprint(self.settings, location, self.tree_mode)
         if not self.tree_mode:
             self._rebuild_from_files(split, location, fingerprint)
             return
@@ -355,6 +355,39 @@ class _Scanner:
             (split, sid, label, sid, 0, None, blob, phs.get(blob)) for sid, label, blob in added
         ]
         self.cache.apply_delta(removed, rows)
+
+
+def _location(settings: DataSettings, split: str) -> str:
+    return posixpath.normpath(settings.splits[split].replace("\\", "/"))
+
+
+def _fingerprint(settings: DataSettings, location: str, tree_mode: bool) -> str:
+    """What a split's cached state was scanned with: another value rebuilds it."""
+    s, how = settings, "tree" if tree_mode else "files"
+    return (
+        f"v{dataanalysis.VERSION}|{s.format}|{how}|{location}|{s.manifest}|{s.integrity.max_pixels}"
+    )
+
+
+def _prefetch_diffs(ctx: Context, settings: DataSettings, cache: Cache) -> None:
+    """Start every tree diff this run asks for, side by side in the background: each split's
+    from its cached state (the scan's delta) and from the merge base (the pull request's
+    changes). Each is a git process reading two large trees; together they take the time
+    of one."""
+    for split in settings.splits:
+        location = _location(settings, split)
+        new = tree_id(ctx, ctx.head.sha, location)
+        if new is None:
+            continue
+        olds = set()
+        state = cache.state(split)
+        if state is not None and state[0] == _fingerprint(settings, location, True):
+            olds.add(state[1])
+        if ctx.merge_base is not None:
+            olds.add(tree_id(ctx, ctx.merge_base, location) or EMPTY_TREE)
+        for old in olds - {new, "missing"}:
+            diff = functools.partial(_tree_diff, ctx.git_dir, old, new)
+            ctx.prefetch(f"data.diff-tree {old} {new}", diff, nice=0)
 
 
 def _clean_checkout(ctx: Context) -> bool:

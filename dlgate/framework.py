@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from dlgate import adam
+
 PARTS = ("init", "gradients", "independence", "run", "determinism", "zero_input", "overfit")
 
 
@@ -210,7 +212,10 @@ class _Battery:
         import torch
 
         if not self.r.optimizer:
-            return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], self.r.lr)
+            params = [p for p in model.parameters() if p.requires_grad]
+            if self.r.step:  # the user's step may use any of a torch optimizer's API
+                return torch.optim.Adam(params, self.r.lr)
+            return adam.Adam(params, self.r.lr)  # the same update, without torch's compiler
         opt = self.call("training.optimizer", self.optimizer_fn, model)
         if not isinstance(opt, torch.optim.Optimizer):
             raise HookFailed(

@@ -16,14 +16,11 @@ from typing import Any
 
 from dlgate import hooks
 from dlgate.config import PipelineSettings
-from dlgate.context import Context
+from dlgate.context import BACKGROUND, Context
 from dlgate.errors import ConfigError, HookError
 from dlgate.registry import prepare
 
-_NICE = 10  # the framework child's priority below the training command's
-# What the framework child will import anyway: torch, and the compiler stack that torch's
-# optimizers import on first use (a second of CPU, better spent while the training runs).
-_PRELOAD = ("torch", "torch._dynamo")
+_PRELOAD = ("torch",)  # what the framework child imports before its first call
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ def framework_child(ctx: Context) -> hooks.Warm:
     priority while the training command runs. Killed at the end of the run."""
 
     def start() -> hooks.Warm:
-        child = hooks.Warm(ctx.repo, preload=_PRELOAD, nice=_NICE, stop=ctx.stopping)
+        child = hooks.Warm(ctx.repo, preload=_PRELOAD, nice=BACKGROUND, stop=ctx.stopping)
         ctx.on_close(child.close)
         return child
 

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 _DPI = 100
 
 
+def load() -> None:
+    """Import matplotlib's figure and Agg canvas (a third of a second), e.g. in the background
+    while the training command runs, so that the first plot does not wait for it."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure  # noqa: F401
+
+
 def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> Path:
     """Rows: true class; columns: predicted class, the last one `refused`."""
     from matplotlib.figure import Figure
