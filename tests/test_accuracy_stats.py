@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 from dlgate.stats import (
     Outcomes,
     check_metric_name,
+    chi2_sf,
     confusion,
     direction,
     mcnemar,
@@ -170,3 +171,26 @@ def test_bootstrap_chunks_large_class_counts() -> None:
     b = paired_bootstrap(head, base, ["macro_f1"], resamples=100)["macro_f1"]
     assert b.resamples == 100
     assert 0 < b.low < b.high
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 9, 30, 100])
+def test_chi2_sf_is_scipys_chi2_survival_function(dof: int) -> None:
+    from scipy.stats import chi2
+
+    for x in (0.0, 0.01, 0.5, 1.0, 5.0, dof - 0.5, dof + 1.5, 3.0 * dof, 200.0):
+        assert chi2_sf(x, dof) == pytest.approx(float(chi2.sf(x, dof)), rel=1e-12, abs=1e-300)
+
+
+def test_the_data_stats_chi2_test_is_scipys_contingency_test() -> None:
+    """Yates' correction at one degree of freedom included, as scipy does it."""
+    from scipy.stats import chi2_contingency
+
+    from dlgate.datastats import chi2_p
+
+    rng = np.random.default_rng(0)
+    for k in (2, 2, 3, 5, 10, 10):
+        now = {str(i): int(rng.integers(0, 200)) for i in range(k)}
+        before = {str(i): int(rng.integers(0, 200)) for i in range(k)}
+        table = [[now[c] for c in sorted(now)], [before[c] for c in sorted(now)]]
+        assert chi2_p(now, before) == round(float(chi2_contingency(table).pvalue), 6)
+    assert chi2_p({"a": 5}, {"a": 7}) is None  # one class: nothing to test
