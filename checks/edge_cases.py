@@ -35,7 +35,7 @@ from dlgate.checks.accuracy import AccuracySettings, evaluated
 from dlgate.context import Context
 from dlgate.dataset import DataSettings, load_split
 from dlgate.errors import ConfigError, HookError
-from dlgate.registry import check
+from dlgate.registry import check, prepare
 from dlgate.report import Annotation, Finding, Level, Outcome, Value
 
 EXPECTATIONS = ("any", "refused", "either")
@@ -52,9 +52,18 @@ class Case:
     in_repo: bool = False
 
 
-@check("accuracy.edge_cases")
-def edge_cases(ctx: Context) -> Finding:
-    """Edge-case inputs give a valid output or a clean refusal, as their manifest expects."""
+Probed = tuple[tuple[str, ...], list["Case"], dict[str, dict[str, Any]]]
+
+
+@prepare("accuracy")
+def start_probing(ctx: Context) -> None:
+    if ctx.kind != "release":  # a release may reuse its commit's model instead
+        ctx.prefetch("accuracy.edge_cases", lambda: _probe(ctx))
+
+
+def _probe(ctx: Context) -> Finding | Probed:
+    """The model's classes, the cases and each one's result; or the Finding that ends the
+    check before any case runs."""
     from dlgate.export import read_contract
 
     settings = ctx.config.get(AccuracySettings).edge_cases
@@ -75,10 +84,20 @@ def edge_cases(ctx: Context) -> Finding:
             "`generated: true`",
         )
     results = _run(model, cases, ctx.artifact_dir("edge_cases"), settings.timeout)
+    return contract.classes, cases, results
+
+
+@check("accuracy.edge_cases")
+def edge_cases(ctx: Context) -> Finding:
+    """Edge-case inputs give a valid output or a clean refusal, as their manifest expects."""
+    probed = ctx.memo("accuracy.edge_cases", lambda: _probe(ctx))
+    if isinstance(probed, Finding):
+        return probed
+    classes, cases, results = probed
     problems: list[tuple[Case, str]] = []
     rows: list[dict[str, Value]] = []
     for case in cases:
-        got, problem = _judge(case, results[str(case.path)], contract.classes)
+        got, problem = _judge(case, results[str(case.path)], classes)
         rows.append({"case": case.name, "expect": _expected(case), "got": got, "ok": not problem})
         if problem:
             problems.append((case, problem))

@@ -47,7 +47,7 @@ def model_facts(path: Path) -> dict[str, Any]:
     return {"opset": opset, "size_bytes": size, "parameters": int(parameters)}
 
 
-@check("export.facts")
+@check("export.facts", timed=True)
 def facts(ctx: Context) -> Finding:
     """Opset, size, parameters and latency per configuration, against the baseline's."""
     settings = ctx.config.get(ExportSettings)

@@ -20,8 +20,8 @@ from dlgate import __version__, git
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
 from dlgate.context import BACKGROUND, Context, lower_priority
 from dlgate.errors import ConfigError, UsageError
-from dlgate.report import STAGES, BaselineInfo, Report, Revision, StageResult
-from dlgate.runner import prepare, run_stage
+from dlgate.report import STAGES, BaselineInfo, Report, Revision
+from dlgate.runner import prepare, run_stages
 
 if TYPE_CHECKING:
     from dlgate.baselines import RunRecord, Store
@@ -75,7 +75,7 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
         )
         try:
             prepare(ctx, stages)
-            results = _in_background(lambda: _run_stages(ctx, stages))
+            results = _in_background(lambda: run_stages(stages, ctx))
         finally:
             ctx.close()  # background work ends before the checkout goes away
         report = Report(
@@ -101,14 +101,6 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
             progress(f"recording the {request.kind} run in MLflow")
             _record(ctx, report, request)
     return report
-
-
-def _run_stages(ctx: Context, stages: tuple[str, ...]) -> list[StageResult]:
-    results = []
-    for name in stages:
-        ctx.progress(f"stage {name}")
-        results.append(run_stage(name, ctx))
-    return results
 
 
 def _in_background(work: Callable[[], T]) -> T:

@@ -37,6 +37,7 @@ class CheckSpec:
     id: str
     stage: str
     func: CheckFn
+    timed: bool = False  # it measures time: run it after every other check, alone
 
     @property
     def name(self) -> str:
@@ -50,7 +51,7 @@ class CheckSpec:
 _CHECKS: dict[str, CheckSpec] = {}
 
 
-def check(check_id: str) -> Callable[[CheckFn], CheckFn]:
+def check(check_id: str, *, timed: bool = False) -> Callable[[CheckFn], CheckFn]:
     stage, _, name = check_id.partition(".")
     if stage not in STAGES or not name:
         raise ValueError(f"check id {check_id!r} must be '<stage>.<name>' with a stage in {STAGES}")
@@ -59,7 +60,7 @@ def check(check_id: str) -> Callable[[CheckFn], CheckFn]:
         existing = _CHECKS.get(check_id)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ValueError(f"check id {check_id!r} registered twice")
-        _CHECKS[check_id] = CheckSpec(check_id, stage, func)
+        _CHECKS[check_id] = CheckSpec(check_id, stage, func, timed)
         return func
 
     return register

@@ -220,3 +220,36 @@ def test_run_stage_runs_the_registered_checks_in_a_real_repository(
     assert [c.id for c in stage.checks][:2] == ["changes.mix", "changes.config"]
     assert all(c.outcome is not Outcome.ERROR for c in stage.checks), stage.checks
     assert any(m.startswith("changes: mix") for m in messages)
+
+
+def test_stages_run_in_run_order_with_timed_checks_last_and_report_in_stage_order(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlgate import registry
+    from dlgate.runner import RUN_ORDER, run_stages
+
+    assert sorted(RUN_ORDER) == sorted(STAGES)
+    ran: list[str] = []
+
+    def make(check_id: str) -> Any:
+        def func(_ctx: Context) -> Finding:
+            ran.append(check_id)
+            return Finding(Outcome.PASS, check_id)
+
+        return func
+
+    fake = {
+        "training.loss": False,
+        "export.facts": True,
+        "export.contract": False,
+        "accuracy.accuracy": False,
+    }
+    monkeypatch.setattr(registry, "_CHECKS", {})
+    for check_id, timed in fake.items():
+        registry.check(check_id, timed=timed)(make(check_id))
+    stages = run_stages(("training", "export", "accuracy"), ctx)
+    # export and accuracy first (they need only the model), training's battery last, and the
+    # latency measurement after everything, alone.
+    assert ran == ["export.contract", "accuracy.accuracy", "training.loss", "export.facts"]
+    assert [s.name for s in stages] == ["training", "export", "accuracy"]
+    assert [c.id for c in stages[1].checks] == ["export.facts", "export.contract"]
