@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlgate import framework, hooks, runtimes
+from dlgate import framework, runtimes
 from dlgate.agreement import Agreement, Thresholds, judge, measure
 from dlgate.checks.accuracy import AccuracySettings
 from dlgate.checks.loss import TrainingSettings
@@ -25,7 +25,7 @@ from dlgate.context import Context
 from dlgate.dataset import DataSettings, load_split
 from dlgate.export import ContractError
 from dlgate.inference import ModelError
-from dlgate.pipeline import framework_child, product
+from dlgate.pipeline import framework_call, product, start_framework_child
 from dlgate.registry import check, prepare
 from dlgate.report import Finding, Outcome, Value
 from dlgate.runtimes import CPU, Configuration, Precision
@@ -216,18 +216,18 @@ class Cell:
 
 def reference(ctx: Context) -> tuple[np.ndarray, str]:
     """The outputs the cells are compared with, and where they come from (memoized)."""
-    return ctx.memo("export.reference", lambda: _reference(ctx, None))
+    return ctx.memo("export.reference", lambda: _reference(ctx))
 
 
 @prepare("export")
 def start_reference(ctx: Context) -> None:
     if ctx.config.pipeline.model:
-        child = framework_child(ctx)
-        ctx.prefetch("export.reference", lambda: _reference(ctx, child))
+        start_framework_child(ctx)
+        ctx.prefetch("export.reference", lambda: _reference(ctx))
         ctx.prefetch("export.configurations", lambda: _configurations(ctx))
 
 
-def _reference(ctx: Context, child: hooks.Warm | None) -> tuple[np.ndarray, str]:
+def _reference(ctx: Context) -> tuple[np.ndarray, str]:
     """The framework's outputs in eval mode; without weights or a model factory, onnxruntime's
     own fp32 outputs on CPU at batch N (then only the variants and batch sizes are compared)."""
     batch, n = samples(ctx), ctx.config.get(ExportSettings).batch
@@ -236,12 +236,14 @@ def _reference(ctx: Context, child: hooks.Warm | None) -> tuple[np.ndarray, str]
     if made.weights is None or not spec:
         session = runtimes.open_session(made.onnx, CPU)
         return runtimes.run(session, batch.inputs, n), f"onnxruntime fp32 on CPU at batch {n}"
-    args = (framework.forward, spec, str(made.weights), batch.inputs)
-    timeout, hook = ctx.config.pipeline.hook_timeout, "pipeline.model"
-    out = (
-        child.call(*args, timeout=timeout, hook=hook)
-        if child
-        else hooks.call(*args, cwd=ctx.repo, timeout=timeout, hook=hook)
+    out = framework_call(
+        ctx,
+        framework.forward,
+        spec,
+        str(made.weights),
+        batch.inputs,
+        timeout=ctx.config.pipeline.hook_timeout,
+        hook="pipeline.model",
     )
     return np.asarray(out, dtype=np.float64), "the framework (eval mode)"
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dlgate import framework, hooks
+from dlgate import framework
 from dlgate.context import Context
 from dlgate.errors import HookError
-from dlgate.pipeline import framework_child
+from dlgate.pipeline import framework_call, start_framework_child
 from dlgate.registry import prepare
 from dlgate.report import Finding, Outcome
 
@@ -31,14 +31,14 @@ def advice(*tries: str) -> str:
 
 def measured(ctx: Context) -> dict[str, Any]:
     """The whole battery's result, measured once per run."""
-    return ctx.memo("training.smoke", lambda: _measure(ctx, None))
+    return ctx.memo("training.smoke", lambda: _measure(ctx))
 
 
 @prepare("training")
 def start_battery(ctx: Context) -> None:
     if ctx.config.pipeline.model:
-        child = framework_child(ctx)
-        ctx.prefetch("training.smoke", lambda: _measure(ctx, child))
+        start_framework_child(ctx)
+        ctx.prefetch("training.smoke", lambda: _measure(ctx))
 
 
 def part(ctx: Context, name: str) -> dict[str, Any] | Finding:
@@ -73,7 +73,7 @@ def tail_mean(values: list[float], fraction: float = 0.1) -> float:
     return sum(tail) / len(tail) if tail else math.nan
 
 
-def _measure(ctx: Context, child: hooks.Warm | None) -> dict[str, Any]:
+def _measure(ctx: Context) -> dict[str, Any]:
     from dlgate.checks.loss import TrainingSettings, training_batch
     from dlgate.checks.metrics import cases, classes_for_cases
 
@@ -110,11 +110,8 @@ def _measure(ctx: Context, child: hooks.Warm | None) -> dict[str, Any]:
     )
     timeout = settings.budget + _GRACE_S
     try:
-        hook = "training"
-        result: dict[str, Any] = (
-            child.call(framework.smoke, request, timeout=timeout, hook=hook)
-            if child
-            else hooks.call(framework.smoke, request, cwd=ctx.repo, timeout=timeout, hook=hook)
+        result: dict[str, Any] = framework_call(
+            ctx, framework.smoke, request, timeout=timeout, hook="training"
         )
     except HookError as exc:
         # The child died or hung where its alarm could not reach (inside C code): name the

@@ -64,6 +64,13 @@ class Context:
             _settle(future, compute)
         return future.result()  # type: ignore[no-any-return]
 
+    def made(self, key: str) -> Any:
+        """The product under `key` if it is made (and did not fail), else None; never waits."""
+        future = self._products.get(key)
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
     def prefetch(self, key: str, compute: Callable[[], object], *, nice: int = BACKGROUND) -> None:
         """Start computing a product in a background thread; `memo(key, …)` returns it. A
         product already claimed is left alone. Its exception reaches the check that uses it.

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dlgate import hooks
 from dlgate.config import PipelineSettings
@@ -21,6 +22,8 @@ from dlgate.errors import ConfigError, HookError
 from dlgate.registry import prepare
 
 _PRELOAD = ("torch",)  # what the framework child imports before its first call
+_CHILD = "pipeline.framework_child"
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,28 @@ def start_training(ctx: Context) -> None:
         ctx.prefetch("pipeline.product", lambda: _make(ctx), nice=0)  # the critical path
 
 
-def framework_child(ctx: Context) -> hooks.Warm:
-    """The run's child for framework code (`dlgate.framework`: the smoke battery, the eval-mode
-    outputs parity compares with), started on first use: it imports torch, once, at a low
-    priority while the training command runs. Killed at the end of the run."""
+def start_framework_child(ctx: Context) -> None:
+    """Start the run's child for framework code (`dlgate.framework`: the smoke battery, the
+    eval-mode outputs parity compares with): it imports torch, once, at a low priority while
+    the training command runs. Killed at the end of the run."""
 
     def start() -> hooks.Warm:
         child = hooks.Warm(ctx.repo, preload=_PRELOAD, nice=BACKGROUND, stop=ctx.stopping)
         ctx.on_close(child.close)
         return child
 
-    return ctx.memo("pipeline.framework_child", start)
+    ctx.memo(_CHILD, start)
+
+
+def framework_call(
+    ctx: Context, func: Callable[..., R], *args: Any, timeout: float, hook: str
+) -> R:
+    """`func(*args)` in the run's framework child where one was started, else in a child of
+    its own (as `hooks.call`)."""
+    child: hooks.Warm | None = ctx.made(_CHILD)
+    if child is None:
+        return hooks.call(func, *args, cwd=ctx.repo, timeout=timeout, hook=hook)
+    return child.call(func, *args, timeout=timeout, hook=hook)
 
 
 def _make(ctx: Context) -> Product:

@@ -121,3 +121,20 @@ def test_background_work_runs_below_the_training_commands_priority(ctx: Context)
     assert ctx.memo("gate work", own_nice) == min(base + BACKGROUND, 19)
     assert ctx.memo("training", own_nice) == base
     assert own_nice() == base  # the caller's own priority is untouched
+
+
+def test_made_tells_a_finished_product_without_waiting(ctx: Context) -> None:
+    release = threading.Event()
+    ctx.prefetch("slow", lambda: release.wait(10))
+    assert ctx.made("slow") is None  # still running: no wait
+    assert ctx.made("never asked") is None
+    release.set()
+    assert ctx.memo("slow", lambda: False) is True
+    assert ctx.made("slow") is True
+
+    def broken() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        ctx.memo("broken", broken)
+    assert ctx.made("broken") is None
