@@ -133,8 +133,8 @@ def test_made_tells_a_finished_product_without_waiting(ctx: Context) -> None:
     assert ctx.made("slow") is True
 
     def broken() -> None:
-        raise ValueError("no")
+        raise ValueError("no model")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no model"):
         ctx.memo("broken", broken)
     assert ctx.made("broken") is None
