@@ -62,17 +62,28 @@ class Warm:
         stop: threading.Event | None = None,
     ) -> None:
         self._cwd, self._preload, self._nice, self._stop = str(cwd), preload, nice, stop
-        self._lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._busy = False
+        self._quick_waiting = 0
         self._closed = False
         self._spawn()
 
-    def call(self, func: Callable[..., R], *args: Any, timeout: float, hook: str) -> R:
-        with self._lock:
+    def call(
+        self, func: Callable[..., R], *args: Any, timeout: float, hook: str, quick: bool = False
+    ) -> R:
+        """`func(*args)` in the child. Calls wait for their turn; a `quick` one goes before
+        the others waiting (a forward pass should not wait behind a whole smoke battery)."""
+        self._wait_turn(quick)
+        try:
             if self._closed:
                 raise HookError(hook, "stopped: the run ended first", kind="timeout")
             if not self._proc.is_alive():
                 self._spawn()  # the last call cost the child, or it died waiting
             status, payload = self._exchange(func, args, timeout, hook)
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
         if status == "ok":
             return payload  # type: ignore[no-any-return]
         if status == "bad-return":
@@ -84,6 +95,14 @@ class Warm:
             )
         message, tb = payload
         raise HookError(hook, message, kind="raised", details=tb)
+
+    def _wait_turn(self, quick: bool) -> None:
+        with self._turn:
+            self._quick_waiting += quick
+            while self._busy or (not quick and self._quick_waiting):
+                self._turn.wait()
+            self._quick_waiting -= quick
+            self._busy = True
 
     def close(self) -> None:
         """Stop the child (and whatever it started) if it still runs."""

@@ -60,14 +60,19 @@ def start_framework_child(ctx: Context) -> None:
 
 
 def framework_call(
-    ctx: Context, func: Callable[..., R], *args: Any, timeout: float, hook: str
+    ctx: Context,
+    func: Callable[..., R],
+    *args: Any,
+    timeout: float,
+    hook: str,
+    quick: bool = False,
 ) -> R:
-    """`func(*args)` in the run's framework child where one was started, else in a child of
-    its own (as `hooks.call`)."""
+    """`func(*args)` in the run's framework child where one was started (a `quick` call
+    before others waiting for it), else in a child of its own (as `hooks.call`)."""
     child: hooks.Warm | None = ctx.made(_CHILD)
     if child is None:
         return hooks.call(func, *args, cwd=ctx.repo, timeout=timeout, hook=hook)
-    return child.call(func, *args, timeout=timeout, hook=hook)
+    return child.call(func, *args, timeout=timeout, hook=hook, quick=quick)
 
 
 def _make(ctx: Context) -> Product:

@@ -62,6 +62,11 @@ def unpicklable():
     return lambda: 1
 
 
+def nap(seconds):
+    time.sleep(seconds)
+    return time.monotonic()
+
+
 def spawn_and_hang():
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     with open("grandchild.pid", "w") as f:
@@ -394,3 +399,26 @@ def _warm_error(repo: Path, spec: str, *, timeout: float = 30) -> HookError:
     child.close()
     assert info.value.hook == HOOK
     return info.value
+
+
+def test_a_quick_call_goes_before_the_slow_ones_waiting(repo: Path) -> None:
+    child = hooks.Warm(repo)
+    done: dict[str, float] = {}
+
+    def call(name: str, seconds: float, *, quick: bool = False) -> None:
+        done[name] = child.call(
+            call_user, "userhooks:nap", seconds, timeout=30, hook=HOOK, quick=quick
+        )
+
+    first = threading.Thread(target=call, args=("busy", 1.0))
+    first.start()
+    time.sleep(0.3)  # the child is busy with the first call now
+    battery = threading.Thread(target=call, args=("battery", 0.0))
+    battery.start()
+    time.sleep(0.2)
+    forward = threading.Thread(target=call, args=("forward", 0.0), kwargs={"quick": True})
+    forward.start()
+    for t in (first, battery, forward):
+        t.join()
+    child.close()
+    assert done["busy"] < done["forward"] < done["battery"]
