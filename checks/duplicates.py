@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dlgate.context import Context
 from dlgate.datafindings import Offenders, turned_off
-from dlgate.datascan import SampleRef, scan
+from dlgate.datascan import scan
+from dlgate.dataview import SampleRef
 from dlgate.registry import check
 from dlgate.report import Finding, Outcome, Value
 

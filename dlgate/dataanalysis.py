@@ -14,17 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import itertools
 import marshal
-import multiprocessing
 import operator
 import os
 import string
 import unicodedata
 import warnings
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,7 +32,7 @@ from dlgate import fastpng
 
 # Bump when a record's meaning or the cache's layout changes: another version's cache is not
 # used.
-VERSION = 3
+VERSION = 6
 IMAGE, TEXT = 0, 1
 COLUMNS = (
     "key", "kind", "size", "size_bin", "error", "transient", "decoded", "fmt", "mode",
@@ -42,13 +40,10 @@ COLUMNS = (
     "s0", "s1", "s2", "s3", "q0", "q1", "q2", "q3",
     "t_len", "t_alpha", "t_digit", "t_space", "t_punct", "t_nonascii",
 )  # fmt: skip
-T = TypeVar("T")
 Record = tuple[Any, ...]
 Row = tuple[bytes, int | None, int, bytes]  # a `files` row: key, ph, flags, packed record
 Counts = dict[tuple[str, str, str], int]  # (split, counter, bucket) → value
 
-CHUNK = 512  # files per worker task: large enough to vectorize, small enough to stream
-INLINE_BELOW = 2048  # fewer files than this are analyzed in-process (no pool start-up)
 THUMB = 8  # perceptual thumbnail side
 HELD_BYTES = 1 << 25  # pixel data held for measuring at once: flat memory for large images
 
@@ -309,15 +304,26 @@ def _pixels(im: Image.Image) -> tuple[str, bytes]:
 def _measure(heads: list[list[Any]], smode: str, index: list[int], pixels: np.ndarray) -> None:
     """Fill the pixel fields of the records `index`, whose pixels (n, h, w, bands) these are."""
     n, h, w, c = pixels.shape
-    a = np.ascontiguousarray(pixels)
-    flat = a.reshape(n, h * w, c)
-    sums = flat.sum(1, dtype=np.int64)
-    squares = np.einsum("npc,npc->nc", flat, flat, dtype=np.uint64)
-    if smode in ("RGB", "RGBA"):
-        gray = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    else:
-        gray = a[..., 0].astype(np.float32)
-    thumbs = _box(h, THUMB) @ gray @ _box(w, THUMB).T
+    sums = np.zeros((n, c), np.int64)
+    squares = np.zeros((n, c), np.uint64)
+    thumbs = np.zeros((n, THUMB, THUMB), np.float32)
+    rows_box, cols_box = _box(h, THUMB), _box(w, THUMB).T
+    # In blocks of rows (one block for small images): the temporaries stay a few megabytes
+    # however large the image (a 50-megapixel one would need several hundred at once).
+    step = max(1, _BLOCK // (n * w * c))
+    for top in range(0, h, step):
+        block = pixels[:, top : top + step]
+        # Bands first, each one's pixels contiguous: numpy sums those fast (a band-interleaved
+        # sum over the pixels takes several times as long).
+        bands = np.ascontiguousarray(block.reshape(n, -1, c).transpose(0, 2, 1))
+        sums += bands.sum(-1, dtype=np.int64)
+        squares += np.square(bands, dtype=np.uint16).sum(-1, dtype=np.uint64)  # 255² fits
+        if smode in ("RGB", "RGBA"):
+            rgb = block[..., :3].reshape(-1, 3).astype(np.float32)
+            gray = (rgb @ _LUMA).reshape(n, -1, w)
+        else:
+            gray = block[..., 0].astype(np.float32)
+        thumbs += rows_box[:, top : top + step] @ gray @ cols_box  # (a sum over row blocks)
     quant = (np.clip(np.rint(thumbs), 0, 255).astype(np.uint8) >> 4).reshape(n, -1)
     bright = np.minimum(thumbs.mean((1, 2)) // 16, 15).astype(int).tolist()
     pad = [None] * (4 - c)
@@ -333,6 +339,8 @@ def _measure(heads: list[list[Any]], smode: str, index: list[int], pixels: np.nd
         head[20:24] = squares_list[j] + pad
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey, as Pillow's "L"
+_BLOCK = 1 << 22  # pixel values measured at once
 _BOXES: dict[tuple[int, int], np.ndarray] = {}
 
 
@@ -380,43 +388,3 @@ class Chunk(NamedTuple):
     paths: list[str]
     blobs: list[bytes | None]  # each file's git blob id, where known (else it is hashed)
     labels: list[str]
-
-
-def run(
-    chunks: Iterator[tuple[T, Chunk]], workers: int, max_pixels: int
-) -> Iterator[tuple[T, list[Row], Counts]]:
-    """(tag, cache rows, counters) per (tag, chunk), in order; the tag is the caller's, kept
-    here while its chunk is analyzed. Worker processes start once there are `INLINE_BELOW`
-    files (a pool's start-up is not worth it for fewer); memory stays bounded: a few chunks
-    per worker are in flight."""
-    first: list[tuple[T, Chunk]] = []
-    files = 0
-    while files < INLINE_BELOW and (item := next(chunks, None)) is not None:
-        first.append(item)
-        files += len(item[1].paths)
-    if files < INLINE_BELOW or workers <= 1:
-        for tag, chunk in itertools.chain(first, chunks):
-            yield tag, *analyze_chunk(chunk, max_pixels)
-        return
-    ctx = multiprocessing.get_context("spawn")  # no fork: the gate may hold threads and locks
-    with ctx.Pool(workers) as pool:
-        pending: deque[tuple[T, Any]] = deque()
-        for tag, chunk in itertools.chain(first, chunks):
-            pending.append((tag, pool.apply_async(analyze_chunk, (chunk, max_pixels))))
-            while len(pending) >= 3 * workers or (pending and pending[0][1].ready()):
-                done, result = pending.popleft()
-                yield done, *result.get()
-        while pending:
-            done, result = pending.popleft()
-            yield done, *result.get()
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of `size` items (the last one shorter); `itertools.batched` from Python 3.12."""
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)

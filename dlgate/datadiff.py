@@ -12,8 +12,9 @@ import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from dlgate import datagit
 from dlgate.context import Context
-from dlgate.datascan import EMPTY_TREE, tree_diff, tree_id
+from dlgate.datagit import EMPTY_TREE, tree_diff, tree_id
 from dlgate.dataset import DataSettings
 from dlgate.datasources import image_label
 
@@ -69,13 +70,35 @@ def _diff(ctx: Context, keep: int) -> DataDiff:
     if settings.format != "image-folder":
         return DataDiff({}, f"per-sample changes are tracked for image folders, not for "
                         f"`format: {settings.format}`")  # fmt: skip
+    trees = _trees(ctx, ctx.merge_base)
+    for old, new in trees.values():
+        if old != new:
+            datagit.diff(ctx, old, new)  # every split's git diff started, side by side
     out: dict[str, SplitDiff] = {}
-    for split, raw in settings.splits.items():
-        location = posixpath.normpath(raw.replace("\\", "/"))
-        old = tree_id(ctx, ctx.merge_base, location) or EMPTY_TREE
-        new = tree_id(ctx, ctx.head.sha, location) or EMPTY_TREE
-        out[split] = _split_diff(ctx, location, old, new, keep)
+    for split, location in _locations(settings).items():
+        out[split] = _split_diff(ctx, location, *trees[location], keep)
     return DataDiff(out)
+
+
+def start(ctx: Context) -> None:
+    """Start git comparing the trees of the pull request (in the background)."""
+    if ctx.merge_base is not None and ctx.config.get(DataSettings).format == "image-folder":
+        for old, new in _trees(ctx, ctx.merge_base).values():
+            if old != new:
+                datagit.diff(ctx, old, new)
+
+
+def _locations(settings: DataSettings) -> dict[str, str]:
+    return {s: posixpath.normpath(raw.replace("\\", "/")) for s, raw in settings.splits.items()}
+
+
+def _trees(ctx: Context, base: str) -> dict[str, tuple[str, str]]:
+    """Each split location's tree at `base` and at the head (the empty tree where none)."""
+    return {
+        location: (tree_id(ctx, base, location) or EMPTY_TREE,
+                   tree_id(ctx, ctx.head.sha, location) or EMPTY_TREE)
+        for location in _locations(ctx.config.get(DataSettings)).values()
+    }  # fmt: skip
 
 
 def _split_diff(ctx: Context, location: str, old: str, new: str, keep: int) -> SplitDiff:

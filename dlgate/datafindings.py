@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlgate.context import Context
-from dlgate.datascan import SampleRef
 from dlgate.dataset import Level
+from dlgate.dataview import SampleRef
 from dlgate.report import Annotation, Finding, Outcome, Value
 from dlgate.report import Level as AnnotationLevel
 

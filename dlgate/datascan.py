@@ -6,139 +6,37 @@ read snapshot of the samples, the per-content records and the counters.
 
 Where the checkout is the head commit as git has it, an image folder is listed from its git
 tree (blob ids come for free: nothing is read to know a file is unchanged), and a split whose
-tree changed since the last scan is moved forward by the diff of the two trees. Elsewhere
-(other formats, a working tree with local changes) the split is listed from the files and
-its rows rebuilt; per-content results still come from the cache (by blob id, or by path,
-size, mtime and inode for untracked files).
+tree differs from its cached base rows' takes the diff of the two trees as its delta (see
+`dlgate.datacache`): only the changed files are read. Elsewhere (other formats, a working
+tree with local changes) the split is listed from the files and its rows rebuilt;
+per-content results still come from the cache (by blob id, or by path, size, mtime and
+inode for untracked files). Image files are analyzed by `dlgate.dataworkers`.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import os
 import posixpath
-import sqlite3
-import subprocess
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from dlgate import dataanalysis, git
+from dlgate import dataanalysis, datadelta, datagit, dataworkers
 from dlgate.context import Context
-from dlgate.dataanalysis import TRANSIENT, unpack
+from dlgate.dataanalysis import TRANSIENT
 from dlgate.datacache import Cache, SampleRow, usable
-from dlgate.dataset import IMAGE_SUFFIXES, DataSettings, natural
+from dlgate.dataset import IMAGE_SUFFIXES, DataSettings
 from dlgate.datasources import (
-    IMAGE_ENTRY,
     Listing,
     Problem,
     image_label,
     iter_split,
     stray_problem,
 )
-from dlgate.errors import GitError
+from dlgate.dataview import DataScan, SplitScan
 
-_SYMLINK, _GITLINK = "120000", "160000"
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the empty tree
 _BATCH = 4096
-
-
-@dataclass(frozen=True)
-class SplitScan:
-    name: str
-    location: str
-    fatal: Problem | None
-    problems: tuple[Problem, ...]
-    how: str  # "unchanged" | "delta" | "rebuilt" | "missing"
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    """A sample as the checks name it."""
-
-    split: str
-    id: str
-    label: str
-    location: str  # the file an annotation points at
-    line: int  # 0: the whole file
-    file: str | None  # the content file (repository-relative, or absolute for hook objects)
-
-
-@dataclass
-class DataScan:
-    settings: DataSettings
-    splits: dict[str, SplitScan]
-    db: sqlite3.Connection  # a read snapshot
-    analyzed: int = 0  # contents read and measured in this run
-    seconds: float = 0.0
-    _counters: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-
-    def counters(self, split: str) -> dict[str, dict[str, int]]:
-        """name → bucket → count for a split: `count` (per label), `size`, `mode`, `format`,
-        `file_size` (log2 bins), `brightness`, `pixels.<mode>`, `length`, `chars`, `errors`,
-        `bombs`."""
-        if not self._counters:
-            for s, name, bucket, value in self.db.execute("SELECT * FROM agg"):
-                self._counters.setdefault(s, {}).setdefault(name, {})[bucket] = value
-        return self._counters.get(split, {})
-
-    def total(self, split: str) -> int:
-        return sum(self.counters(split).get("count", {}).values())
-
-    def classes(self) -> tuple[str, ...]:
-        """The declared classes, else every label found, in natural order."""
-        if self.settings.classes:
-            return self.settings.classes
-        found = {b for s in self.splits for b in self.counters(s).get("count", {})}
-        return tuple(sorted(found, key=natural))
-
-    def refs(
-        self, sql: str, params: Sequence[Any] = ()
-    ) -> Iterator[tuple[SampleRef, tuple[Any, ...]]]:
-        """Samples (alias `s`, joined with their record as `f` where the query does) and the
-        extra columns the query selects after `s.*`."""
-        for row in self.db.execute(sql, params):
-            split, sid, label, file, line, where = row[:6]
-            yield SampleRef(split, sid, label, where or file or sid, line, file), tuple(row[8:])
-
-    def with_records(
-        self, where: str, params: Sequence[Any] = ()
-    ) -> Iterator[tuple[SampleRef, dataanalysis.Record]]:
-        """Samples (alias `s`) whose record (alias `f`, see `datacache.files`) matches
-        `where`, with the record, ordered by split and id."""
-        for ref, (rec,) in self.refs(
-            f"SELECT s.*, f.rec FROM samples s JOIN files f ON f.key = s.key WHERE {where} "
-            "ORDER BY s.split, s.id", params
-        ):  # fmt: skip
-            yield ref, unpack(rec)
-
-    def key_groups(self) -> Iterator[list[SampleRef]]:
-        """Samples that share one content, two or more per group (unreadable ones left to
-        `data.integrity`), ordered by split and id within a group."""
-        rows = self.refs(
-            "SELECT s.*, s.key FROM multi_key m CROSS JOIN samples s ON s.key = m.key "
-            "CROSS JOIN files f ON f.key = s.key WHERE f.flags & 1 = 0 "
-            "ORDER BY m.key, s.split, s.id"
-        )
-        for _key, group in itertools.groupby(rows, key=lambda r: r[1][0]):
-            yield [ref for ref, _ in group]
-
-    def near_groups(self) -> Iterator[list[tuple[SampleRef, bytes]]]:
-        """Samples of two or more splits that share a perceptual hash (images) or their
-        normalized text, with each one's content key."""
-        rows = self.refs(
-            "SELECT s.*, s.ph, s.key FROM multi_ph m CROSS JOIN samples s ON s.ph = m.ph "
-            "ORDER BY m.ph, s.split, s.id"
-        )
-        for _ph, group in itertools.groupby(rows, key=lambda r: r[1][0]):
-            yield [(ref, extra[1]) for ref, extra in group]
-
-    def close(self) -> None:
-        self.db.close()
+_DELTA_MIN = 64  # a split's delta is kept up to a tenth of its samples, or this many
 
 
 def scan(ctx: Context) -> DataScan:
@@ -152,18 +50,27 @@ def scan_data(ctx: Context) -> DataScan:
     cache = Cache.open(ctx.git_dir / ".dlgate" / "cache")
     scanner = _Scanner(ctx, settings, cache)
     if scanner.tree_mode:
-        _prefetch_diffs(ctx, settings, cache)
+        _prefetch_git(ctx, settings, cache)
     try:
-        with cache.writing():
-            rebuilt = cache.drop_other_splits(settings.splits)
-            for split in settings.splits:
+        with cache.writing(), scanner.workers:
+            dropped = cache.drop_other_splits(settings.splits)
+            # Smaller splits first: their diffs are ready first, and their work overlaps the
+            # time git still takes over a larger split's.
+            for split in sorted(settings.splits, key=cache.base_size):
                 scanner.split(split)
-            if rebuilt or any(s.how in ("rebuilt", "missing") for s in scanner.done.values()):
+            hows = {s.how for s in scanner.done.values()}
+            cache.build_indexes()
+            if dropped or hows & {"rebuilt", "missing"}:
                 cache.rebuild_multi()
+            if dropped or hows - {"unchanged"}:
+                # (rows added to a base in this scan may hold the "fresh" contents)
+                fresh = () if hows & {"rebuilt"} or scanner.folded else scanner.fresh
+                datadelta.refresh_multi(cache, fresh)
         reader = cache.snapshot()
     finally:
         cache.close()
-    result = DataScan(settings, scanner.done, reader, scanner.analyzed)
+    done = {split: scanner.done[split] for split in settings.splits}  # (the configured order)
+    result = DataScan(settings, done, reader, scanner.analyzed)
     for name, s in list(result.splits.items()):
         result.splits[name] = _with_layout_problems(ctx, result, s, scanner.tree_mode)
     result.seconds = time.perf_counter() - start
@@ -176,11 +83,14 @@ class _Scanner:
         self.ctx = ctx
         self.settings = settings
         self.cache = cache
-        self.tree_mode = settings.format == "image-folder" and _clean_checkout(ctx)
-        self.workers = settings.workers or dataanalysis.default_workers()
+        self.tree_mode = settings.format == "image-folder" and datagit.clean_checkout(ctx)
+        count = settings.workers or dataworkers.default_workers()
+        self.workers = dataworkers.Workers(count, settings.integrity.max_pixels)
         self.max_pixels = settings.integrity.max_pixels
         self.done: dict[str, SplitScan] = {}
         self.analyzed = 0
+        self.fresh: set[bytes] = set()  # contents of deltas the cache had no record of
+        self.folded = False  # a split's base rows moved forward
         # A first scan (an empty cache) looks nothing up: there is nothing to find.
         self.cached = cache.db.execute("SELECT EXISTS (SELECT 1 FROM files)").fetchone()[0]
 
@@ -190,11 +100,11 @@ class _Scanner:
         if not self.tree_mode:
             self._rebuild_from_files(split, location, fingerprint)
             return
-        tree, kind = _objects(self.ctx).get((self.ctx.head.sha, location), (None, ""))
+        tree, kind = datagit.objects(self.ctx).get((self.ctx.head.sha, location), (None, ""))
         old = self.cache.state(split)
         if tree is None:
             self.cache.clear_split(split)
-            self.cache.set_state(split, fingerprint, "missing")
+            self.cache.set_state(split, fingerprint, "missing", "missing")
             fatal = Problem(
                 location,
                 "is a file, not a folder; `data.splits` names a folder of class folders here"
@@ -203,23 +113,29 @@ class _Scanner:
             )
             self.done[split] = SplitScan(split, location, fatal, (), "missing")
             return
+        # Files that could not be read, in the base rows or the delta, are read again.
         retry = self.cache.db.execute(
-            "SELECT COUNT(*) FROM agg WHERE split = ? AND name = 'transient'", (split,)
+            "SELECT SUM(value) > 0 FROM (SELECT value FROM agg WHERE split = ?1 AND name = "
+            "'transient' UNION ALL SELECT value FROM delta_agg WHERE split = ?1 AND name = "
+            "'transient')",
+            (split,),
         ).fetchone()[0]
-        if old == (fingerprint, tree) and not retry:
+        base = old[2] if old is not None and old[0] == fingerprint and not retry else "missing"
+        if base != "missing" and old is not None and old[1] == tree:
             self.done[split] = SplitScan(split, location, None, (), "unchanged")
-        elif old is not None and old[0] == fingerprint and old[1] != "missing" and not retry:
-            self._delta(split, location, old[1], tree)
+        elif base != "missing":
+            base = self._delta(split, location, base, tree)
             self.done[split] = SplitScan(split, location, None, (), "delta")
         else:
-            self.cache.clear_split(split)
-            listing = tree_samples(self.ctx.git_dir, tree, location, split)
+            self._clear(split)
+            listing = datagit.tree_samples(self.ctx.git_dir, tree, location, split)
             self._fill(split, listing, files=False)
             self.done[split] = SplitScan(split, location, None, (), "rebuilt")
-        self.cache.set_state(split, fingerprint, tree)
+            base = tree
+        self.cache.set_state(split, fingerprint, tree, base)
 
     def _rebuild_from_files(self, split: str, location: str, fingerprint: str) -> None:
-        self.cache.clear_split(split)
+        self._clear(split)
         listing = iter_split(
             self.ctx.repo,
             self.settings,
@@ -228,10 +144,17 @@ class _Scanner:
             hook_timeout=self.ctx.config.pipeline.hook_timeout,
         )
         self._fill(split, self._entries(split, listing), files=True)
-        self.cache.set_state(split, fingerprint, "")
+        self.cache.set_state(split, fingerprint, "", "missing")
         self.done[split] = SplitScan(
             split, location, listing.fatal, tuple(listing.problems), "rebuilt"
         )
+
+    def _clear(self, split: str) -> None:
+        """Before a split's rows are built again: its indexes go first (deleting and then
+        inserting rows one by one into them costs more than building them again, sorted),
+        and come back before they are used (`_delta`, the end of the scan)."""
+        self.cache.drop_indexes()
+        self.cache.clear_split(split)
 
     def _fill(self, split: str, batches: Iterator[list[SampleRow]], *, files: bool) -> None:
         """Insert the split's samples and measure them in one pass: samples whose content
@@ -246,27 +169,24 @@ class _Scanner:
                 todo = rows
                 if self.cached:
                     todo = self._known(split, rows, counts, files=files)
-                for part in dataanalysis.batched(todo, dataanalysis.CHUNK):
+                for part in dataworkers.batched(todo, dataworkers.CHUNK):
                     paths = [row[3] or "" for row in part]  # (text samples are always known)
                     blobs = [row[6] for row in part]
                     labels = [row[2] for row in part]
                     yield part, dataanalysis.Chunk(split, root, paths, blobs, labels)
 
-        with self.cache.bulk():
-            for part, out, chunk_counts in dataanalysis.run(
-                chunks(), self.workers, self.max_pixels
-            ):
-                self.cache.put_rows(out)
-                for k, v in chunk_counts.items():
-                    counts[k] = counts.get(k, 0) + v
-                self.cache.insert_samples(
-                    [(*row[:6], key, ph) for row, (key, ph, _, _) in zip(part, out, strict=True)]
-                )
-                if files:
-                    for row, (key, _, flags, _) in zip(part, out, strict=True):
-                        if row[6] is None and not flags & TRANSIENT:
-                            self._remember_stat(self.ctx.repo / (row[3] or ""), key)
-                self.analyzed += len(out)
+        for part, out, chunk_counts in self.workers.map(chunks()):
+            self.cache.put_rows(out)
+            for k, v in chunk_counts.items():
+                counts[k] = counts.get(k, 0) + v
+            self.cache.insert_samples(
+                [(*row[:6], key, ph) for row, (key, ph, _, _) in zip(part, out, strict=True)]
+            )
+            if files:
+                for row, (key, _, flags, _) in zip(part, out, strict=True):
+                    if row[6] is None and not flags & TRANSIENT:
+                        self._remember_stat(self.ctx.repo / (row[3] or ""), key)
+            self.analyzed += len(out)
         self.cache.set_counts(split, counts)
 
     def _known(
@@ -296,7 +216,7 @@ class _Scanner:
     def _entries(self, split: str, listing: Listing) -> Iterator[list[SampleRow]]:
         """Sample rows of a listing, in batches; text samples are measured here and their
         records cached, so that they are known."""
-        for batch in dataanalysis.batched(listing, _BATCH):
+        for batch in dataworkers.batched(listing, _BATCH):
             texts = [dataanalysis.analyze_text(e.value or "") for e in batch if e.file is None]
             if texts:
                 self.cache.put_records(texts)
@@ -322,39 +242,62 @@ class _Scanner:
             return
         self.cache.put_stat(str(path), st.st_size, st.st_mtime_ns, st.st_ino, key)
 
-    def _delta(self, split: str, location: str, old: str, new: str) -> None:
-        removed: list[tuple[str, str]] = []
+    def _delta(self, split: str, location: str, base: str, tree: str) -> str:
+        """Bring the split from its base rows (at tree `base`) to `tree`: its changes become
+        its delta, or, where they are many, move the base rows to `tree` (then also its
+        base). Returns the split's base tree now."""
+        self.cache.build_indexes()
+        gone: list[tuple[str, str, bytes]] = []  # id, label, blob of base samples changed
         added: list[tuple[str, str, bytes]] = []  # id, label, blob
-        for rel, old_blob, new_blob in tree_diff(self.ctx, old, new):
+        for rel, old_blob, new_blob in datagit.tree_diff(self.ctx, base, tree):
             label = image_label(rel)
             if label is None:
                 continue
             sid = f"{location}/{rel}"
             if old_blob is not None:
-                removed.append((split, sid))
+                gone.append((sid, label, old_blob))  # (a base row is its tree's entry)
             if new_blob is not None:
                 added.append((sid, label, new_blob))
-        known = self.cache.records([blob for _, _, blob in added])
+        records = self.cache.records(sorted({b for *_, b in gone} | {b for *_, b in added}))
+        fresh = {blob for *_, blob in added if blob not in records}
+        known = [(label, records[blob]) for _, label, blob in added
+                 if usable(records.get(blob), self.max_pixels)]  # fmt: skip
         todo = [
             (sid, blob, label)
             for sid, label, blob in added
-            if not usable(known.get(blob), self.max_pixels)
+            if not usable(records.get(blob), self.max_pixels)
         ]  # fmt: skip
-        phs: dict[bytes, int | None] = {k: r[12] for k, r in known.items()}
+        counts: dataanalysis.Counts = {}  # what the rows added add to the split's counters
+        dataanalysis.contribute_many(counts, split, known, 1)
+        phs = {blob: record[12] for blob, record in records.items()}
         root = str(self.ctx.repo)
         chunks = (
-            (None, dataanalysis.Chunk(split, root, [t[0] for t in part], [t[1] for t in part],
-                                      [t[2] for t in part]))
-            for part in dataanalysis.batched(todo, dataanalysis.CHUNK)
+            (None, _chunk(split, root, part))
+            for part in dataworkers.batched(todo, dataworkers.CHUNK)
         )  # fmt: skip
-        for _, out, _counts in dataanalysis.run(chunks, self.workers, self.max_pixels):
+        for _, out, chunk_counts in self.workers.map(chunks):
             self.analyzed += len(out)
             self.cache.put_rows(out)
             phs.update((key, ph) for key, ph, _, _ in out)
+            for k, v in chunk_counts.items():
+                counts[k] = counts.get(k, 0) + v
         rows: list[SampleRow] = [
             (split, sid, label, sid, 0, None, blob, phs.get(blob)) for sid, label, blob in added
         ]
-        self.cache.apply_delta(removed, rows)
+        if len(gone) + len(rows) <= max(_DELTA_MIN, self.cache.base_size(split) // 10):
+            datadelta.set_delta(self.cache, split, gone, rows, records, counts)
+            self.fresh |= fresh
+            return base
+        self.folded = True
+        self.cache.clear_delta(split)
+        datadelta.fold(self.cache, [(split, sid) for sid, _, _ in gone], rows)
+        return tree
+
+
+def _chunk(split: str, root: str, todo: list[tuple[str, bytes, str]]) -> dataanalysis.Chunk:
+    return dataanalysis.Chunk(
+        split, root, [t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo]
+    )
 
 
 def _location(settings: DataSettings, split: str) -> str:
@@ -369,129 +312,26 @@ def _fingerprint(settings: DataSettings, location: str, tree_mode: bool) -> str:
     )
 
 
-def _prefetch_diffs(ctx: Context, settings: DataSettings, cache: Cache) -> None:
-    """Start every tree diff this run asks for, side by side in the background: each split's
+def _prefetch_git(ctx: Context, settings: DataSettings, cache: Cache) -> None:
+    """Start what this run asks of git beside the scan, side by side in the background:
+    every split's top level (for its layout problems), and every tree diff: each split's
     from its cached state (the scan's delta) and from the merge base (the pull request's
-    changes). Each is a git process reading two large trees; together they take the time
-    of one."""
+    changes). A diff is a git process reading two large trees; together they take the time
+    of one, and they overlap the scan's own work."""
     for split in settings.splits:
         location = _location(settings, split)
-        new = tree_id(ctx, ctx.head.sha, location)
+        new = datagit.tree_id(ctx, ctx.head.sha, location)
         if new is None:
             continue
+        datagit.prefetch_top(ctx, new)
         olds = set()
         state = cache.state(split)
         if state is not None and state[0] == _fingerprint(settings, location, True):
-            olds.add(state[1])
+            olds.add(state[2])
         if ctx.merge_base is not None:
-            olds.add(tree_id(ctx, ctx.merge_base, location) or EMPTY_TREE)
+            olds.add(datagit.tree_id(ctx, ctx.merge_base, location) or datagit.EMPTY_TREE)
         for old in olds - {new, "missing"}:
-            diff = functools.partial(_tree_diff, ctx.git_dir, old, new)
-            ctx.prefetch(f"data.diff-tree {old} {new}", diff, nice=0)
-
-
-def _clean_checkout(ctx: Context) -> bool:
-    """True where the files under `ctx.repo` are exactly the head commit's tree."""
-    try:
-        if git.head_sha(ctx.repo) != ctx.head.sha:
-            return False
-    except GitError:
-        return False
-    if ctx.repo.resolve() != ctx.git_dir.resolve():
-        return True  # the gate's own fresh worktree of head
-    locations = [str(p) for p in ctx.config.get(DataSettings).splits.values()]
-    status = git.git(
-        ctx.repo, "status", "--porcelain", "-z", "--untracked-files=all", "--ignored=matching",
-        "--", *locations,
-    )  # fmt: skip
-    return not status.strip("\0")
-
-
-def tree_id(ctx: Context, sha: str, location: str) -> str | None:
-    """The git tree id of the folder `location` at `sha` (head or merge base); None where
-    there is no folder."""
-    return _objects(ctx).get((sha, location), (None, ""))[0]
-
-
-def _objects(ctx: Context) -> dict[tuple[str, str], tuple[str | None, str]]:
-    """(tree id or None, what is there) of every split's location at the head and the merge
-    base, asked of git in one call (a pull request's scan needs them all)."""
-
-    def ask() -> dict[tuple[str, str], tuple[str | None, str]]:
-        settings = ctx.config.get(DataSettings)
-        locations = [posixpath.normpath(p.replace("\\", "/")) for p in settings.splits.values()]
-        shas = [ctx.head.sha] + ([ctx.merge_base] if ctx.merge_base else [])
-        specs = [(sha, loc) for sha in shas for loc in locations]
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(ctx.git_dir), "cat-file", "--batch-check"],
-                input="".join(f"{sha}:{loc}\n" for sha, loc in specs).encode(),
-                capture_output=True, check=False, env={**os.environ, "LC_ALL": "C"},
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise GitError("git is not installed or not on PATH; install git") from None
-        found: dict[tuple[str, str], tuple[str | None, str]] = {}
-        lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
-        for spec, line in zip(specs, lines, strict=False):
-            oid, _, rest = line.partition(" ")
-            kind = rest.split(" ", 1)[0] if not line.endswith((" missing", " ambiguous")) else ""
-            found[spec] = (oid if kind == "tree" else None, kind)
-        return found
-
-    return ctx.memo("data.trees", ask)
-
-
-def tree_samples(repo: Path, tree: str, location: str, split: str) -> Iterator[list[SampleRow]]:
-    """The image-folder samples of a git tree, as sample rows in batches: what
-    `datasources.image_label` takes for a sample, matched by one regular expression over
-    `git ls-tree`, read as a stream (a million entries stay out of memory)."""
-    try:
-        proc = subprocess.Popen(
-            ["git", "-C", str(repo), "ls-tree", "-r", "-z", tree],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LC_ALL": "C"},
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise GitError("git is not installed or not on PATH; install git") from None
-    assert proc.stdout is not None and proc.stderr is not None
-    prefix = f"{location}/"
-    rest = b""
-    with proc:
-        while block := proc.stdout.read(1 << 18):
-            rest += block
-            cut = rest.rfind(b"\0") + 1
-            text = rest[:cut].decode("utf-8", "surrogateescape")
-            rest = rest[cut:]
-            yield [
-                (split, path, label, path, 0, None, bytes.fromhex(oid), None)
-                for oid, rel, label in IMAGE_ENTRY.findall(text)
-                for path in (prefix + rel,)
-            ]
-        error = proc.stderr.read().decode("utf-8", "replace").strip()
-    if proc.returncode:
-        raise GitError(f"git ls-tree {tree} failed in {repo}: {error}")
-
-
-def tree_diff(ctx: Context, old: str, new: str) -> list[tuple[str, bytes | None, bytes | None]]:
-    """(path, old blob or None, new blob or None) of every changed file between two trees;
-    asked once per run (the scan and the pull request's diff often need the same pair)."""
-    return ctx.memo(f"data.diff-tree {old} {new}", lambda: _tree_diff(ctx.git_dir, old, new))
-
-
-def _tree_diff(repo: Path, old: str, new: str) -> list[tuple[str, bytes | None, bytes | None]]:
-    parts = git.git(repo, "diff-tree", "-r", "-z", "--no-renames", old, new).split("\0")
-    out = []
-    for meta, rel in zip(parts[0::2], parts[1::2], strict=False):
-        if not meta.startswith(":"):
-            continue
-        old_mode, new_mode, old_oid, new_oid, _status = meta[1:].split(" ")
-        old_ok = old_mode not in ("000000", _SYMLINK, _GITLINK)
-        new_ok = new_mode not in ("000000", _SYMLINK, _GITLINK)
-        out.append((
-            rel,
-            bytes.fromhex(old_oid) if old_ok else None,
-            bytes.fromhex(new_oid) if new_ok else None,
-        ))  # fmt: skip
-    return out
+            datagit.diff(ctx, old, new)
 
 
 def _with_layout_problems(
@@ -503,7 +343,7 @@ def _with_layout_problems(
         return s
     counts = result.counters(s.name).get("count", {})
     problems: list[Problem] = []
-    top = git.git(ctx.git_dir, "ls-tree", "-z", f"{ctx.head.sha}:{s.location}").split("\0")
+    top = datagit.top_level(ctx, datagit.tree_id(ctx, ctx.head.sha, s.location) or "")
     classes = 0
     for entry in top:
         if not entry:

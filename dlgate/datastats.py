@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dlgate.datascan import DataScan
+from dlgate.dataview import DataScan
 from dlgate.stats import chi2_sf
 
 FORMAT_VERSION = 1

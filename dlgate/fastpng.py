@@ -238,15 +238,15 @@ def plain(blob: bytes, max_pixels: int) -> tuple[str, int, int, bytes] | None:
     checksum) is None, and the caller asks Pillow, which decodes it or says why not."""
     if not blob.startswith(SIGNATURE) or not blob.endswith(_IEND) or len(blob) < 57:
         return None
-    header = _header(blob[8:33])
-    if header is None:
+    ihdr = blob[8:33]
+    if ihdr not in _SHAPES:
+        if len(_SHAPES) > 4096:  # (a data set has a handful of shapes)
+            _SHAPES.clear()
+        _SHAPES[ihdr] = _shape(ihdr)
+    shape = _SHAPES[ihdr]
+    if shape is None or shape[1] * shape[2] > max_pixels:
         return None
-    w, h, depth, color_type, compression, filtering, interlace = header
-    mode = PLAIN_MODES.get(color_type)
-    if mode is None or depth != 8 or compression or filtering or interlace:
-        return None
-    if not w or not h or w * h > max_pixels:
-        return None
+    mode, w, h = shape
     end = len(blob) - len(_IEND)
     if blob[37:41] == b"IDAT" and _HEAD.unpack_from(blob, 33)[0] + 45 == end:
         data = _chunk_data(blob, 33)  # the usual file: IHDR, one IDAT, IEND
@@ -262,6 +262,21 @@ def plain(blob: bytes, max_pixels: int) -> tuple[str, int, int, bytes] | None:
     if len(raw) != h * stride or max(raw[::stride]) > 4:  # 0..4: the PNG row filters
         return None
     return mode, w, h, raw
+
+
+_SHAPES: dict[bytes, tuple[str, int, int] | None] = {}  # IHDR chunk → (mode, width, height)
+
+
+def _shape(ihdr: bytes) -> tuple[str, int, int] | None:
+    """(mode, width, height) of a whole IHDR chunk of a plain image, else None."""
+    header = _header(ihdr)
+    if header is None:
+        return None
+    w, h, depth, color_type, compression, filtering, interlace = header
+    mode = PLAIN_MODES.get(color_type)
+    if mode is None or depth != 8 or compression or filtering or interlace or not w or not h:
+        return None
+    return mode, w, h
 
 
 def _chunk_data(blob: bytes, pos: int) -> bytes | None:

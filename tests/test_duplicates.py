@@ -7,6 +7,7 @@ from pathlib import Path
 from conftest import GitRepo
 from digits import config, context, data_stage, png, write_digits
 
+from dlgate.datascan import scan
 from dlgate.report import Outcome
 
 
@@ -49,3 +50,24 @@ def test_the_same_content_in_two_splits_is_no_duplicate(git_repo: GitRepo, tmp_p
     results = data_stage(context(git_repo, tmp_path, config()))
     assert results["data.duplicates"].outcome is Outcome.PASS
     assert results["data.leakage"].outcome is Outcome.FAIL  # that is leakage's to say
+
+
+def test_a_copy_changed_by_a_pull_request_is_no_longer_named(
+    git_repo: GitRepo, tmp_path: Path
+) -> None:
+    """Read from the cache's delta: the changed copy's old content is no duplicate any more,
+    the two copies left still are."""
+    written = write_digits(git_repo)
+    original = written["train"][0]
+    for name in ("copy.png", "copy-2.png"):
+        git_repo.write(f"data/train/0/{name}", (git_repo.path / original).read_bytes())
+    git_repo.commit("two copies")
+    found = data_stage(context(git_repo, tmp_path / "a", config()))["data.duplicates"]
+    assert found.measurements["per_split"] == {"train": 2, "real_world": 0}
+    git_repo.write("data/train/0/copy-2.png", png(1790))  # edited in place
+    git_repo.commit("one copy redrawn")
+    ctx = context(git_repo, tmp_path / "b", config())
+    found = data_stage(ctx)["data.duplicates"]
+    assert {s.how for s in scan(ctx).splits.values()} == {"delta", "unchanged"}
+    assert found.measurements["per_split"] == {"train": 1, "real_world": 0}
+    assert {a.path for a in found.annotations} == {"data/train/0/copy.png", original}

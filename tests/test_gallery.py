@@ -60,3 +60,17 @@ def test_unreadable_sample_gets_a_marked_tile(git_repo: GitRepo, tmp_path: Path)
     assert results["data.integrity"].outcome is Outcome.FAIL
     with Image.open(ctx.out / "data/gallery-train.png") as sheet:
         assert sheet.convert("RGB").getpixel((56 + 32, 32)) == (255, 0, 0)  # the red cross
+
+
+def test_a_gallery_that_cannot_be_drawn_is_an_error(git_repo: GitRepo, tmp_path: Path) -> None:
+    """The sheets are drawn by a child process: its failure is the check's error, named."""
+    write_digits(git_repo, 2, 1)
+    git_repo.commit("data")
+    git_repo.branch("feature")
+    git_repo.write("data/train/3/new.png", png(1700))
+    git_repo.commit("a new sample")
+    ctx = context(git_repo, tmp_path, config(), base="main")
+    (ctx.out / "data/gallery-train.png").mkdir(parents=True)  # where the sheet would go
+    found = data_stage(ctx, "data.gallery")["data.gallery"]
+    assert found.outcome is Outcome.ERROR
+    assert "drawing the gallery failed: IsADirectoryError" in found.message

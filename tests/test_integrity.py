@@ -13,7 +13,9 @@ import numpy as np
 from conftest import GitRepo
 from digits import config, context, data_stage, png, write_digits
 from PIL import Image
+from PIL.PngImagePlugin import PngImageFile
 
+from dlgate import dataanalysis, fastpng
 from dlgate.report import Level, Outcome
 
 
@@ -107,3 +109,59 @@ def test_long_lists_go_to_an_artifact(git_repo: GitRepo, tmp_path: Path) -> None
     assert found.artifacts == ("data/integrity.txt",)
     lines = (ctx.out / "data/integrity.txt").read_text().splitlines()
     assert len(lines) == 10 and lines[0].startswith("data/train/0/zero-0.png: zero-byte file")
+
+
+def odd_pngs() -> dict[str, bytes]:
+    """PNGs the fast path leaves to Pillow: each ends as Pillow says, decoded or not."""
+    w, h = 5, 4
+    raw = b"".join(bytes([r % 5]) + bytes(range(r * 7, r * 7 + w)) for r in range(h))
+    data = zlib.compress(raw)
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+
+    def png(*chunks: bytes, idat: bytes = data, tail: bytes = b"") -> bytes:
+        body = b"".join(chunks) or _chunk(b"IDAT", idat)
+        return b"\x89PNG\r\n\x1a\n" + header + body + _chunk(b"IEND", b"") + tail
+
+    bad_crc = bytearray(_chunk(b"gAMA", b"\x00\x00\xb1\x8f"))
+    bad_crc[-1] ^= 1
+    return {
+        "bad-ancillary-crc": png(bytes(bad_crc), _chunk(b"IDAT", data)),
+        "short-gama": png(_chunk(b"gAMA", b"\x00\x01"), _chunk(b"IDAT", data)),
+        # A text key Pillow reads back as a setting: it decodes the rows as interlaced.
+        "text-interlace": png(_chunk(b"tEXt", b"interlace\x001"), _chunk(b"IDAT", data)),
+        "bad-checksum": png(idat=data[:-4] + bytes(4)),
+        "filter-5": png(idat=zlib.compress(b"\x05" + raw[1:])),
+        "short-data": png(idat=zlib.compress(raw[:-3])),
+        "extra-data": png(idat=zlib.compress(raw + bytes(6))),
+        "chunk-between-idats": png(
+            _chunk(b"IDAT", data[:5]), _chunk(b"tIME", b"1234567"), _chunk(b"IDAT", data[5:])
+        ),
+        "chunk-after-idat": png(_chunk(b"IDAT", data), _chunk(b"tIME", b"1234567")),
+        "bytes-after-iend": png(tail=b"garbage!"),
+    }
+
+
+def test_odd_pngs_get_pillows_verdict(tmp_path: Path) -> None:
+    """What the fast PNG path does not take gets exactly Pillow's verdict and pixels."""
+    files = []
+    for name, blob in odd_pngs().items():
+        assert fastpng.plain(blob, 10**6) is None, name
+        (tmp_path / f"{name}.png").write_bytes(blob)
+        files.append((str(tmp_path / f"{name}.png"), None))
+    records = dataanalysis.analyze_images(files, 10**6)
+    for (path, _), record in zip(files, records, strict=True):
+        pixels = pillow(path)
+        if isinstance(pixels, str):
+            assert record[4] is not None and pixels in record[4], (path, record[4])
+        else:
+            assert record[4] is None and record[6] == 1, (path, record[4])
+            assert record[16] == int(pixels.sum())  # the sum of the grey band
+
+
+def pillow(path: str) -> np.ndarray | str:
+    """Pillow's pixels of a PNG, or what it says instead."""
+    try:
+        with PngImageFile(path) as im:
+            return np.asarray(im)
+    except Exception as exc:
+        return str(exc)

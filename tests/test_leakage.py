@@ -10,6 +10,7 @@ from conftest import GitRepo
 from digits import config, context, data_stage, digits, png, write_digits
 from PIL import Image
 
+from dlgate.datascan import scan
 from dlgate.report import Outcome
 
 
@@ -110,3 +111,34 @@ def test_many_blank_images(git_repo: GitRepo, tmp_path: Path) -> None:
         "data/real_world/0/blank-002.png, data/real_world/0/blank-003.png and 296 more "
         "(split `real_world`)"
     )
+
+
+def test_leaks_found_and_gone_through_incremental_scans(git_repo: GitRepo, tmp_path: Path) -> None:
+    """A pull request's leaks are found from the cache's delta, and cleared by a later one:
+    an exact copy and a near-identical one, each against a training sample (one of them
+    edited in place, so a base row is hidden and replaced)."""
+    written = write_digits(git_repo)
+    git_repo.commit("data")
+    assert data_stage(context(git_repo, tmp_path / "a", config()))["data.leakage"].outcome is (
+        Outcome.PASS
+    )
+    git_repo.write(
+        "data/real_world/0/copied.png", (git_repo.path / written["train"][5]).read_bytes()
+    )
+    git_repo.write(written["real_world"][1], _variant(3, "rgb"))  # in place: near train's '3'
+    git_repo.commit("two leaks")
+    ctx = context(git_repo, tmp_path / "b", config())
+    found = data_stage(ctx)["data.leakage"]
+    assert {s.how for s in scan(ctx).splits.values()} == {"unchanged", "delta"}
+    assert found.outcome is Outcome.FAIL
+    source = written["train"][5]
+    assert {n.path: n.message for n in found.annotations} == {
+        "data/real_world/0/copied.png": f"identical content to `train` sample {source}",
+        written["real_world"][1]: "near-identical to `train` sample data/train/3/digit-00003.png",
+    }
+    git_repo.rm("data/real_world/0/copied.png")
+    git_repo.write(written["real_world"][1], png(1750))
+    git_repo.commit("no leaks")
+    ctx = context(git_repo, tmp_path / "c", config())
+    assert data_stage(ctx)["data.leakage"].outcome is Outcome.PASS
+    assert {s.how for s in scan(ctx).splits.values()} == {"unchanged", "delta"}
