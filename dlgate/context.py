@@ -61,7 +61,7 @@ class Context:
         A product being computed elsewhere (in the background) is waited for."""
         future, mine = self._claim(key)
         if mine:
-            _settle(future, compute)
+            fulfil(future, compute)
         return future.result()  # type: ignore[no-any-return]
 
     def made(self, key: str) -> Any:
@@ -80,7 +80,7 @@ class Context:
         if not mine:
             return
         thread = threading.Thread(
-            target=_settle, args=(future, compute, nice), name=f"dlgate-{key}", daemon=True
+            target=fulfil, args=(future, compute, nice), name=f"dlgate-{key}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
@@ -125,12 +125,13 @@ def lower_priority(nice: int) -> None:
             os.nice(nice)
 
 
-def _settle(future: Future[Any], compute: Callable[[], object], nice: int = 0) -> None:
+def fulfil(future: Future[Any], compute: Callable[[], object], nice: int = 0) -> None:
+    """Settle `future` with what `compute` returns or raises, `nice` steps below the calling
+    thread's priority. An interrupt is passed on too, after whoever waits has seen it."""
     lower_priority(nice)
     try:
         future.set_result(compute())
-    except Exception as exc:
+    except BaseException as exc:
         future.set_exception(exc)
-    except BaseException as exc:  # an interrupt: whoever waits sees it too, then it goes on
-        future.set_exception(exc)
-        raise
+        if not isinstance(exc, Exception):
+            raise

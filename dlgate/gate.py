@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlgate import __version__, git
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
-from dlgate.context import BACKGROUND, Context, lower_priority
+from dlgate.context import BACKGROUND, Context, fulfil
 from dlgate.errors import ConfigError, UsageError
 from dlgate.report import STAGES, BaselineInfo, Report, Revision
 from dlgate.runner import prepare, run_stages
@@ -109,15 +109,8 @@ def _in_background(work: Callable[[], T]) -> T:
     takes only the CPU time it leaves. On Linux the niceness is the thread's own, and what it
     starts inherits it; it ends with the thread."""
     result: Future[T] = Future()
-
-    def run() -> None:
-        lower_priority(BACKGROUND)
-        try:
-            result.set_result(work())
-        except BaseException as exc:  # re-raised in the caller's thread
-            result.set_exception(exc)
-
-    thread = threading.Thread(target=run, name="dlgate-stages", daemon=True)
+    args = (result, work, BACKGROUND)
+    thread = threading.Thread(target=fulfil, args=args, name="dlgate-stages", daemon=True)
     thread.start()
     thread.join()
     return result.result()

@@ -8,55 +8,27 @@ is exercised; Pillow decodes the same bytes as the reference.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
+import pngs
 import pytest
 from accuracy_support import CONTRACT, split, trained
 from PIL import Image
+from pngs import BANDS, chunk
 
 from dlgate import fastpng
 from dlgate.inference import Deployed, InferenceRefusal, Prediction, Refusal
 
-CHANNELS = {0: 1, 4: 2, 2: 3, 6: 4}
 MODE_OF = {0: "L", 4: "L", 2: "RGB", 6: "RGB"}
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else b if pb <= pc else c
 
 
 def encode(pixels: np.ndarray, color_type: int, filters: list[int], *, interlace: int = 0,
            depth: int = 8, extra: bytes = b"") -> bytes:  # fmt: skip
-    """A PNG of `pixels` (H, W, C) with filter `filters[r]` on row r, its data in two IDATs."""
-    h, w, bpp = pixels.shape
-    rows = pixels.reshape(h, w * bpp).astype(int)
-    out = bytearray()
-    for r in range(h):
-        kind = filters[r % len(filters)]
-        prior = rows[r - 1] if r else np.zeros(w * bpp, int)
-        line = []
-        for x in range(w * bpp):
-            a = rows[r, x - bpp] if x >= bpp else 0
-            b = prior[x]
-            c = prior[x - bpp] if x >= bpp else 0
-            pred = [0, a, b, (a + b) // 2, paeth(a, b, c)][kind] if kind <= 4 else 0
-            line.append((rows[r, x] - pred) % 256)
-        out += bytes([kind, *line])
-    data = zlib.compress(bytes(out))
-    half = len(data) // 2
-    header = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, interlace)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"tEXt", b"k\x00v")
-            + chunk(b"IDAT", data[:half]) + chunk(b"IDAT", data[half:]) + chunk(b"IEND", b"")
-            + extra)  # fmt: skip
+    """A PNG with a tEXt chunk before its data (the batch decoder's general chunk walk) and
+    `extra` past its end."""
+    return pngs.encode(pixels, color_type, filters, interlace=interlace, depth=depth,
+                       before=chunk(b"tEXt", b"k\x00v"), after=extra)  # fmt: skip
 
 
 def pillow(blob: bytes, mode: str) -> np.ndarray:
@@ -73,7 +45,7 @@ def test_decodes_exactly_what_pillow_decodes(color_type: int, filters: list[int]
     size = (7, 5)
     blobs = []
     for _ in range(6):
-        pixels = rng.integers(0, 256, (size[1], size[0], CHANNELS[color_type]), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (size[1], size[0], BANDS[color_type]), dtype=np.uint8)
         pixels[:, :2] = 255  # runs of equal values, where the filters differ most
         blobs.append(encode(pixels, color_type, filters))
     mode = MODE_OF[color_type]

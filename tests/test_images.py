@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from conftest import GitRepo
 from digits import config, context, data_stage, digits, write_digits
 from PIL import Image
+from pngs import BANDS, chunk, encode
 
 from dlgate import dataanalysis, fastpng
 from dlgate.config import load_text
@@ -81,37 +80,6 @@ def test_malformed_size_is_a_config_error() -> None:
 
 # --- the fast PNG path measures exactly what Pillow decodes ------------------------------------
 
-BANDS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type → bands (L, RGB, LA, RGBA)
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def filtered_png(
-    pixels: np.ndarray, color_type: int, filters: list[int], extra: bytes = b""
-) -> bytes:
-    """A PNG of `pixels` (H, W, bands) with row filter `filters[r % len]` on row r (Pillow's
-    encoder picks its filters itself), its data split over two IDAT chunks; `extra` chunks
-    go before the data."""
-    h, w, bpp = pixels.shape
-    rows = pixels.reshape(h, w * bpp).astype(int)
-    out = bytearray()
-    for r in range(h):
-        kind = filters[r % len(filters)]
-        prior = rows[r - 1] if r else np.zeros(w * bpp, int)
-        left = np.concatenate([np.zeros(bpp, int), rows[r, :-bpp]])
-        corner = np.concatenate([np.zeros(bpp, int), prior[:-bpp]])
-        p = left + prior - corner
-        pa, pb, pc = abs(p - left), abs(p - prior), abs(p - corner)
-        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prior, corner))
-        pred = [0 * left, left, prior, (left + prior) // 2, paeth][kind]
-        out += bytes([kind]) + ((rows[r] - pred) % 256).astype(np.uint8).tobytes()
-    data = zlib.compress(bytes(out))
-    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    idat = chunk(b"IDAT", data[:9]) + chunk(b"IDAT", data[9:])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + idat + chunk(b"IEND", b"")
-
 
 @pytest.mark.parametrize("color_type", [0, 2, 4, 6])
 def test_fast_path_measures_what_pillow_decodes(color_type: int, tmp_path: Path) -> None:
@@ -123,8 +91,8 @@ def test_fast_path_measures_what_pillow_decodes(color_type: int, tmp_path: Path)
     for n, (w, h) in enumerate([(1, 1), (7, 5), (13, 3), (7, 5), (32, 32), (3, 9)]):
         pixels = rng.integers(0, 256, (h, w, BANDS[color_type]), dtype=np.uint8)
         pixels[:, : max(1, w // 3)] = 200  # runs of equal values, where the filters differ most
-        blob = filtered_png(pixels, color_type, [n % 5, 4, 3, 2, 1, 0])
-        twin = filtered_png(pixels, color_type, [0], chunk(b"tEXt", b"made by\x00a test"))
+        blob = encode(pixels, color_type, [n % 5, 4, 3, 2, 1, 0])
+        twin = encode(pixels, color_type, [0], before=chunk(b"tEXt", b"made by\x00a test"))
         plain = fastpng.plain(blob, 10**6)
         assert plain is not None and fastpng.plain(twin, 10**6) is None
         mode, width, height, lines = plain

@@ -14,22 +14,17 @@ from conftest import GitRepo
 from digits import config, context, data_stage, png, write_digits
 from PIL import Image
 from PIL.PngImagePlugin import PngImageFile
+from pngs import chunk
 
 from dlgate import dataanalysis, fastpng
 from dlgate.report import Level, Outcome
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def bomb_png(side: int = 100_000) -> bytes:
     """A valid PNG header for a side x side image: 10 gigapixels, a few bytes on disk."""
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
-    return (
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def noisy_png(side: int = 48) -> bytes:
@@ -116,27 +111,27 @@ def odd_pngs() -> dict[str, bytes]:
     w, h = 5, 4
     raw = b"".join(bytes([r % 5]) + bytes(range(r * 7, r * 7 + w)) for r in range(h))
     data = zlib.compress(raw)
-    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
 
     def png(*chunks: bytes, idat: bytes = data, tail: bytes = b"") -> bytes:
-        body = b"".join(chunks) or _chunk(b"IDAT", idat)
-        return b"\x89PNG\r\n\x1a\n" + header + body + _chunk(b"IEND", b"") + tail
+        body = b"".join(chunks) or chunk(b"IDAT", idat)
+        return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"") + tail
 
-    bad_crc = bytearray(_chunk(b"gAMA", b"\x00\x00\xb1\x8f"))
+    bad_crc = bytearray(chunk(b"gAMA", b"\x00\x00\xb1\x8f"))
     bad_crc[-1] ^= 1
     return {
-        "bad-ancillary-crc": png(bytes(bad_crc), _chunk(b"IDAT", data)),
-        "short-gama": png(_chunk(b"gAMA", b"\x00\x01"), _chunk(b"IDAT", data)),
+        "bad-ancillary-crc": png(bytes(bad_crc), chunk(b"IDAT", data)),
+        "short-gama": png(chunk(b"gAMA", b"\x00\x01"), chunk(b"IDAT", data)),
         # A text key Pillow reads back as a setting: it decodes the rows as interlaced.
-        "text-interlace": png(_chunk(b"tEXt", b"interlace\x001"), _chunk(b"IDAT", data)),
+        "text-interlace": png(chunk(b"tEXt", b"interlace\x001"), chunk(b"IDAT", data)),
         "bad-checksum": png(idat=data[:-4] + bytes(4)),
         "filter-5": png(idat=zlib.compress(b"\x05" + raw[1:])),
         "short-data": png(idat=zlib.compress(raw[:-3])),
         "extra-data": png(idat=zlib.compress(raw + bytes(6))),
         "chunk-between-idats": png(
-            _chunk(b"IDAT", data[:5]), _chunk(b"tIME", b"1234567"), _chunk(b"IDAT", data[5:])
+            chunk(b"IDAT", data[:5]), chunk(b"tIME", b"1234567"), chunk(b"IDAT", data[5:])
         ),
-        "chunk-after-idat": png(_chunk(b"IDAT", data), _chunk(b"tIME", b"1234567")),
+        "chunk-after-idat": png(chunk(b"IDAT", data), chunk(b"tIME", b"1234567")),
         "bytes-after-iend": png(tail=b"garbage!"),
     }
 
