@@ -4,6 +4,10 @@ Reference: the example's own training command plus evaluating its model on the r
 samples (what the pipeline costs without dlgate). Work: `dlgate run` on a data-only PR whose
 baseline is recorded (the usual case on a PR). Target (issue 2): the gate adds <= 50%.
 
+The gate keeps its checkout of the head between runs (dlgate/checkout.py), as on a developer's
+machine or a self-hosted runner; one more run, printed apart, makes it afresh, as the first
+run on a fresh machine (a hosted CI runner) does.
+
     .venv/bin/python bench/bench_gate.py [--repeat N]
 """
 
@@ -117,6 +121,9 @@ def main() -> int:
         for i in range(args.repeat):  # interleaved, so machine noise hits both sides alike
             refs.append(reference(repo, root / f"ref{i}"))
             gates.append(gate(repo, uri, root / f"gate{i}"))
+        shutil.rmtree(repo / ".git" / "dlgate" / "trees")
+        git(repo, "worktree", "prune")
+        cold = gate(repo, uri, root / "cold")
         ref, work = statistics.median(refs), statistics.median(gates)
         report = json.loads((root / f"gate{gates.index(work)}" / "report.json").read_text())
         stages = ", ".join(f"{s['name']} {s['duration_s']:.1f}s" for s in report["stages"])
@@ -127,6 +134,10 @@ def main() -> int:
         print(
             f"gate / pipeline = {ratio:.2f}x  (the gate adds {100 * (ratio - 1):.0f}%; "
             f"target <= 50%: {'met' if ratio <= 1.5 else 'NOT met'})"
+        )
+        print(
+            f"first run, checkout made afresh: {cold:.1f}s = {cold / ref:.2f}x "
+            "(the checkout of the example's 2,000 files: about a second here)"
         )
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlgate import __version__, git
+from dlgate.checkout import checkout
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
 from dlgate.context import BACKGROUND, Context, fulfil
 from dlgate.errors import ConfigError, UsageError
@@ -60,7 +61,7 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
     out = request.out or git_dir / ".dlgate" / "runs" / f"{request.kind}-{head.sha[:7]}"
     out.mkdir(parents=True, exist_ok=True)
     tracking_uri = request.tracking_uri or config.baseline.tracking_uri or _default_uri(git_dir)
-    with git.worktree(git_dir, head.sha) as tree:
+    with checkout(git_dir, head.sha) as tree:
         ctx = Context(
             repo=tree,
             git_dir=git_dir,

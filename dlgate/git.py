@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,20 +145,6 @@ def blob_ids(repo: Path, rev: str, prefix: str = "") -> dict[str, str]:
         if kind == "blob":
             out[path] = oid
     return out
-
-
-@contextlib.contextmanager
-def worktree(repo: Path, sha: str) -> Iterator[Path]:
-    """A detached, temporary checkout of `sha`, removed afterwards."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"dlgate-{sha[:7]}-"))
-    path = tmp / "tree"
-    git(repo, "worktree", "add", "--detach", "--force", str(path), sha)
-    try:
-        yield path
-    finally:
-        _git(repo, "worktree", "remove", "--force", str(path), check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        _git(repo, "worktree", "prune", check=False)
 
 
 def head_sha(repo: Path) -> str:

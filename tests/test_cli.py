@@ -183,3 +183,36 @@ def test_a_data_only_pr_exits_0(
     document = json.loads((tmp_path / "report.json").read_text())
     validate(document)
     assert document["conclusion"] == "success"
+
+
+def test_the_console_script_exits_with_mains_code_after_exit_handlers_and_threads(
+    tmp_path: Path,
+) -> None:
+    """`run_main` skips the interpreter's teardown, not what exit guarantees: queued thread
+    pool work finishes, exit handlers run, the output is flushed, the code is main's."""
+    done = tmp_path / "pool-work-done"
+    script = (
+        "import atexit, sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from dlgate.cli import run_main\n"
+        "pool = ThreadPoolExecutor(1)\n"
+        f"pool.submit(lambda: (time.sleep(0.5), open({str(done)!r}, 'w').close()))\n"
+        "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+        "sys.argv = ['dlgate', *sys.argv[1:]]\n"
+        "print('x' * 100_000)\n"  # more than a pipe holds: flushed at exit, not lost
+        "run_main()\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "--version"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == ["x" * 100_000, f"dlgate {__version__}", "exit handler ran"]
+    assert done.exists()
+    bad = subprocess.run(
+        [sys.executable, "-c", script, "run", "--repo", str(tmp_path / "missing"), "--base", "x"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == ExitCode.USAGE
+    assert "does not exist; pass --repo" in bad.stderr
+    assert bad.stdout.endswith("exit handler ran\n")
