@@ -39,7 +39,7 @@ def clean_checkout(ctx: Context) -> bool:
     except GitError:
         return False
     if ctx.repo.resolve() != ctx.git_dir.resolve():
-        return True  # the gate's own fresh worktree of head
+        return True  # the gate's own checkout of head, cleaned (dlgate/checkout.py)
     locations = [str(p) for p in ctx.config.get(DataSettings).splits.values()]
     status = git.git(
         ctx.repo, "status", "--porcelain", "-z", "--untracked-files=all", "--ignored=matching",

@@ -21,6 +21,7 @@ from dlgate.checkout import checkout
 from dlgate.config import CONFIG_FILE, Config, default_config, load_text
 from dlgate.context import BACKGROUND, Context, fulfil
 from dlgate.errors import ConfigError, UsageError
+from dlgate.pipeline import TRAINING_STAGES, start_training
 from dlgate.report import STAGES, BaselineInfo, Report, Revision
 from dlgate.runner import prepare, run_stages
 
@@ -56,11 +57,9 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
     base = Revision(request.base, git.resolve(git_dir, request.base)) if request.base else None
     merge_base = git.merge_base(git_dir, base.sha, head.sha) if base else None
     # A PR cannot loosen its own gate: the configuration comes from the merge base.
-    config = load_config(git_dir, merge_base or head.sha, request.config_file)
-    stages = _stages(request.stages, config)
+    config_rev = merge_base or head.sha
+    core = _core_config(git_dir, config_rev, request.config_file)
     out = request.out or git_dir / ".dlgate" / "runs" / f"{request.kind}-{head.sha[:7]}"
-    out.mkdir(parents=True, exist_ok=True)
-    tracking_uri = request.tracking_uri or config.baseline.tracking_uri or _default_uri(git_dir)
     with checkout(git_dir, head.sha) as tree:
         ctx = Context(
             repo=tree,
@@ -68,13 +67,21 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
             head=head,
             base=base,
             merge_base=merge_base,
-            config=config,
+            config=core or default_config(core_only=True),
             out=out,
             kind=request.kind,
-            tracking_uri=tracking_uri,
             progress=progress,
         )
         try:
+            if core is not None and set(_stages(request.stages, core)) & set(TRAINING_STAGES):
+                # The training command needs only the core of the configuration: it starts
+                # before the stages' sections are read (which imports every check).
+                start_training(ctx)
+            config = ctx.config = load_config(git_dir, config_rev, request.config_file)
+            stages = _stages(request.stages, config)
+            out.mkdir(parents=True, exist_ok=True)
+            ctx.tracking_uri = request.tracking_uri or config.baseline.tracking_uri
+            ctx.tracking_uri = ctx.tracking_uri or _default_uri(git_dir)
             prepare(ctx, stages)
             results = _in_background(lambda: run_stages(stages, ctx))
         finally:
@@ -125,22 +132,33 @@ def _stages(requested: tuple[str, ...], config: Config) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in chosen)
 
 
-def load_config(git_dir: Path, rev: str, explicit: Path | None) -> Config:
+def load_config(
+    git_dir: Path, rev: str, explicit: Path | None, *, core_only: bool = False
+) -> Config:
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(
                 "no such file; pass --config an existing dlgate.yml", file=str(explicit)
             )
-        return load_text(explicit.read_text(encoding="utf-8"), source=str(explicit))
+        text = explicit.read_text(encoding="utf-8")
+        return load_text(text, source=str(explicit), core_only=core_only)
     blob = git.show(git_dir, rev, CONFIG_FILE)
     if blob is None:
-        return default_config(f"defaults (no {CONFIG_FILE} at {rev[:7]})")
+        return default_config(f"defaults (no {CONFIG_FILE} at {rev[:7]})", core_only=core_only)
     source = f"{CONFIG_FILE} @ {rev[:7]}"
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", file=source) from None
-    return load_text(text, source=source)
+    return load_text(text, source=source, core_only=core_only)
+
+
+def _core_config(git_dir: Path, rev: str, explicit: Path | None) -> Config | None:
+    """The core sections, or None where they do not load: the whole load says why."""
+    try:
+        return load_config(git_dir, rev, explicit, core_only=True)
+    except (ConfigError, OSError):
+        return None
 
 
 def _default_uri(git_dir: Path) -> str:

@@ -40,7 +40,10 @@ def product(ctx: Context) -> Product:
     return ctx.memo("pipeline.product", lambda: _make(ctx))
 
 
-@prepare("training", "export", "accuracy")
+TRAINING_STAGES = ("training", "export", "accuracy")  # the stages that need the head's model
+
+
+@prepare(*TRAINING_STAGES)
 def start_training(ctx: Context) -> None:
     if ctx.config.pipeline.train and not ctx.config.pipeline.artifact and ctx.kind != "release":
         ctx.prefetch("pipeline.product", lambda: _make(ctx), nice=0)  # the critical path

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,37 @@ def test_the_console_script_exits_with_mains_code_after_exit_handlers_and_thread
     assert bad.returncode == ExitCode.USAGE
     assert "does not exist; pass --repo" in bad.stderr
     assert bad.stdout.endswith("exit handler ran\n")
+
+
+def test_a_training_started_before_a_stage_section_fails_validation_is_stopped(
+    git_repo: GitRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training command starts on the core of the configuration; a mistake in a stage's
+    section still exits 2 naming the line, at once, and the training does not live on."""
+    git_repo.write(
+        "dlgate.yml",
+        "pipeline:\n  train: python slow_train.py --out {out}\naccuracy:\n  tolerence: 0.5\n",
+    )
+    git_repo.write("slow_train.py", "import time\ntime.sleep(120)\n")
+    git_repo.commit("a config with a typo in a stage's section")
+    start = time.monotonic()
+    argv = ["run", "--repo", str(git_repo.path), "--base", "main", "--head", "main", "-q",
+            "--out", str(git_repo.path.parent / "out")]  # fmt: skip
+    assert main(argv) == ExitCode.USAGE
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert re.search(r"dlgate\.yml:4 @ [0-9a-f]{7}: unknown key 'tolerence'", err), err
+    assert not _running("slow_train.py")
+
+
+def _running(fragment: str) -> list[str]:
+    """Command lines of live processes that mention `fragment`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fragment in cmdline:
+            found.append(cmdline)
+    return found

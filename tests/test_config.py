@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -435,3 +437,40 @@ def test_an_error_without_a_source_names_dlgate_yml() -> None:
 
 def test_config_is_the_loaded_type() -> None:
     assert isinstance(load_text("", SOURCE), Config)
+
+
+def test_a_core_only_load_reads_the_core_and_leaves_the_stages_sections_alone() -> None:
+    text = (
+        "version: 1\n"
+        "stages: [training, accuracy]\n"
+        "pipeline:\n  train: python train.py --out {out}\n  timeout: 30\n"
+        "accuracy:\n  tolerence: 0.5\n"  # a typo the whole load reports; the core load skips
+        "no_such_section: {}\n"
+    )
+    core = load_text(text, SOURCE, core_only=True)
+    assert core.stages == ("training", "accuracy")
+    assert core.pipeline.train == "python train.py --out {out}"
+    assert core.pipeline.timeout == 30
+    assert set(core.sections) == {"paths", "pipeline", "baseline"}
+    assert_error(text, 8, "unknown key 'no_such_section'")  # the whole load refuses both
+    assert_error(text.replace("no_such_section: {}\n", ""), 7, "unknown key 'tolerence'")
+
+
+def test_a_core_only_load_still_refuses_a_bad_core_section() -> None:
+    text = "pipeline:\n  timeout: -1\naccuracy: {}\n"
+    with pytest.raises(ConfigError, match="`timeout` must be a positive number"):
+        load_text(text, SOURCE, core_only=True)
+
+
+def test_a_core_only_load_imports_no_check() -> None:
+    """What makes it worth having: the checks (numpy, onnxruntime, ...) load later."""
+    script = (
+        "import sys\n"
+        "from dlgate.config import load_text\n"
+        "load_text('pipeline:\\n  train: x\\naccuracy: {}\\n', core_only=True)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('dlgate.checks', 'numpy'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.strip() == "[]"
