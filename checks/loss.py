@@ -7,6 +7,7 @@ import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -195,27 +196,29 @@ def loss(ctx: Context) -> Finding:
 
 
 def training_batch(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
-    """Samples of the training split, decoded as deployed (the model's ONNX contract)."""
+    """Samples of the training split, decoded as deployed (the head model's ONNX contract)."""
+    return ctx.memo("training.batch", lambda: decoded_batch(ctx, product(ctx).onnx))
 
-    def load() -> tuple[np.ndarray, np.ndarray]:
-        from dlgate.inference import Deployed
 
-        settings = ctx.config.get(TrainingSettings)
-        data = ctx.config.get(DataSettings)
-        deployed = Deployed.load(product(ctx).onnx)
-        samples = load_split(ctx.repo, data, settings.split)
-        rng = np.random.default_rng(ctx.config.pipeline.seed)
-        picked = rng.permutation(len(samples))[: settings.samples]
-        chosen = [samples[i] for i in sorted(picked)]
-        names = list(deployed.contract.classes)
-        unknown = sorted({s.label for s in chosen} - set(names))
-        if unknown:
-            raise ValueError(
-                f"split {settings.split!r} has labels {unknown} that the model's classes "
-                f"({names}, from its ONNX metadata) do not include"
-            )
-        inputs = np.stack([deployed.decode(s.path) for s in chosen])
-        labels = np.array([names.index(s.label) for s in chosen], dtype=np.int64)
-        return inputs, labels
+def decoded_batch(ctx: Context, onnx: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The training split's seeded choice of samples, decoded by the contract in the ONNX
+    metadata of `onnx`, and their labels as indices of its classes."""
+    from dlgate.inference import Deployed
 
-    return ctx.memo("training.batch", load)
+    settings = ctx.config.get(TrainingSettings)
+    data = ctx.config.get(DataSettings)
+    deployed = Deployed.load(onnx)
+    samples = load_split(ctx.repo, data, settings.split)
+    rng = np.random.default_rng(ctx.config.pipeline.seed)
+    picked = rng.permutation(len(samples))[: settings.samples]
+    chosen = [samples[i] for i in sorted(picked)]
+    names = list(deployed.contract.classes)
+    unknown = sorted({s.label for s in chosen} - set(names))
+    if unknown:
+        raise ValueError(
+            f"split {settings.split!r} has labels {unknown} that the model's classes "
+            f"({names}, from its ONNX metadata) do not include"
+        )
+    inputs = np.stack([deployed.decode(s.path) for s in chosen])
+    labels = np.array([names.index(s.label) for s in chosen], dtype=np.int64)
+    return inputs, labels

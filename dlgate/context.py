@@ -27,10 +27,11 @@ class Context:
 
     `repo` is a checkout of the head revision (the gate's kept worktree, dlgate/checkout.py).
     `config` holds only the core sections until the whole file is validated, which happens
-    before any check runs (the training command starts on the core; see gate.run). Products several checks share (the trained
-    model, the loaded data set, the baseline) are computed once through `memo`; `prefetch`
-    starts one in the background, so that work that waits on a child process (the training
-    command, a framework child importing torch) overlaps the stages that run before its use.
+    before any check runs (the training command starts on the core; see gate.run).
+    Products several checks share (the trained model, the loaded data set, the baseline) are
+    computed once through `memo`; `prefetch` starts one in the background, so that work that
+    waits on a child process (the training command, a framework child importing torch)
+    overlaps the stages that run before its use.
     """
 
     repo: Path

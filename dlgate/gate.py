@@ -224,6 +224,8 @@ class Baseline:
     # Loads a JSON artifact of the baseline run by name (e.g. "data_stats.json"); raises
     # BaselineError when the run has none.
     load_json: Callable[[str], Any]
+    # A local copy of an artifact of the run (name, folder) -> file; raises BaselineError.
+    download: Callable[[str, Path], Path] | None = None
 
     @functools.cached_property
     def predictions(self) -> list[dict[str, Any]]:
@@ -235,23 +237,46 @@ class Baseline:
 def baseline_for(ctx: Context) -> Baseline | None:
     """The merge base's baseline: its own run, else the nearest first-parent ancestor's, else
     (per `baseline.missing`) computed now from the merge base and recorded. Memoized."""
-    return ctx.memo("gate.baseline", lambda: _find_or_compute(ctx))
+    return ctx.memo("gate.baseline", lambda: _recorded_or_computed(ctx))
 
 
-def _find_or_compute(ctx: Context) -> Baseline | None:
+def _recorded_or_computed(ctx: Context) -> Baseline | None:
+    found = recorded_baseline(ctx)
+    if found is None:
+        return _compute(ctx)
+    ctx.baseline_info = found.info  # the report says which baseline the checks compared with
+    return found
+
+
+def recorded_baseline(ctx: Context) -> Baseline | None:
+    """The baseline already recorded for the merge base (its own run or the nearest
+    first-parent ancestor's), never computing one. Memoized."""
+    return ctx.memo("gate.baseline.recorded", lambda: _find(ctx))
+
+
+def _find(ctx: Context) -> Baseline | None:
     from dlgate.baselines import Store
-    from dlgate.errors import BaselineError
 
     if ctx.merge_base is None:
         return None
     settings = ctx.config.baseline
     store = Store.open(ctx.tracking_uri, settings.experiment)
     found = store.find_baseline(ctx.git_dir, ctx.merge_base, settings.max_distance)
-    if found is not None:
-        record, distance = found
-        how = "exact" if distance == 0 else "ancestor"
-        ctx.baseline_info = BaselineInfo(how, record.sha, distance, record.run_id, ctx.tracking_uri)
-        return Baseline(ctx.baseline_info, dict(record.metrics), _loader(store, record))
+    if found is None:
+        return None
+    record, distance = found
+    how = "exact" if distance == 0 else "ancestor"
+    info = BaselineInfo(how, record.sha, distance, record.run_id, ctx.tracking_uri)
+    return _baseline(info, store, record)
+
+
+def _compute(ctx: Context) -> Baseline | None:
+    from dlgate.baselines import Store
+    from dlgate.errors import BaselineError
+
+    if ctx.merge_base is None:
+        return None
+    settings = ctx.config.baseline
     if settings.missing != "compute":
         ctx.baseline_info = BaselineInfo("none", None, 0, None, ctx.tracking_uri)
         return None
@@ -269,6 +294,7 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
         record=True,
     )
     report = run(sub, lambda m: ctx.progress(f"  baseline: {m}"))
+    store = Store.open(ctx.tracking_uri, settings.experiment)
     recorded = store.run_for(report.head.sha)
     if recorded is None:
         raise BaselineError(
@@ -276,7 +302,7 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
             f"{ctx.tracking_uri}; record it with `dlgate baseline --rev {ctx.merge_base[:7]}`"
         )
     ctx.baseline_info = BaselineInfo("computed", recorded.sha, 0, recorded.run_id, ctx.tracking_uri)
-    load = _loader(store, recorded)
+    load = _baseline(ctx.baseline_info, store, recorded).load_json
     why = _no_predictions(report)
     base = recorded.sha[:7]
 
@@ -290,11 +316,18 @@ def _find_or_compute(ctx: Context) -> Baseline | None:
                 f"computing the baseline from the merge base {base} gave no predictions: {why}"
             ) from exc
 
-    return Baseline(ctx.baseline_info, dict(recorded.metrics), load_computed)
+    return _baseline(ctx.baseline_info, store, recorded, load_computed)
 
 
-def _loader(store: Store, record: RunRecord) -> Callable[[str], Any]:
-    return lambda name: store.load_json(record, name)
+def _baseline(
+    info: BaselineInfo, store: Store, record: RunRecord, load: Callable[[str], Any] | None = None
+) -> Baseline:
+    return Baseline(
+        info,
+        dict(record.metrics),
+        load or (lambda name: store.load_json(record, name)),
+        lambda name, folder: store.download(record, name, folder),
+    )
 
 
 def _no_predictions(report: Report) -> str:

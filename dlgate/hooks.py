@@ -217,9 +217,11 @@ def command(
     env: Mapping[str, str] | None = None,
     substitutions: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> None:
     """Run a command line (no shell) in `cwd`; output goes to `log`. Non-zero exit or a
-    timeout raises `HookError` quoting the end of the output. Setting `stop` kills it."""
+    timeout raises `HookError` quoting the end of the output. Setting `stop` kills it.
+    `started` gets its process group (its pid: it leads a session of its own) once it runs."""
     names = ", ".join(f"{{{k}}}" for k in substitutions or {}) or "none"
     try:
         argv = [a.format(**(substitutions or {})) for a in shlex.split(line)]
@@ -260,6 +262,8 @@ def command(
                 "committed, executable file given relative to the repository root?",
                 kind="failed",
             ) from None
+        if started is not None:
+            started(proc.pid)
         code = _wait(proc, timeout, stop)
         if code is None:
             os.killpg(proc.pid, signal.SIGKILL)

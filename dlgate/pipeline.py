@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,8 @@ from dlgate.registry import prepare
 
 _PRELOAD = ("torch",)  # what the framework child imports before its first call
 _CHILD = "pipeline.framework_child"
+_TRAINING = "pipeline.training"
+PRODUCT = "pipeline.product"  # the key of the head's model among the run's products
 R = TypeVar("R")
 
 
@@ -37,16 +39,23 @@ class Product:
 
 def product(ctx: Context) -> Product:
     """The head's model, made once per run."""
-    return ctx.memo("pipeline.product", lambda: _make(ctx))
+    return ctx.memo(PRODUCT, lambda: _make(ctx))
 
 
 TRAINING_STAGES = ("training", "export", "accuracy")  # the stages that need the head's model
 
 
+def trains(ctx: Context) -> bool:
+    """Whether this run makes its model with the training command (a release may reuse its
+    commit's run instead; a committed artifact needs none)."""
+    pipeline = ctx.config.pipeline
+    return bool(pipeline.train) and not pipeline.artifact and ctx.kind != "release"
+
+
 @prepare(*TRAINING_STAGES)
 def start_training(ctx: Context) -> None:
-    if ctx.config.pipeline.train and not ctx.config.pipeline.artifact and ctx.kind != "release":
-        ctx.prefetch("pipeline.product", lambda: _make(ctx), nice=0)  # the critical path
+    if trains(ctx):
+        ctx.prefetch(PRODUCT, lambda: _make(ctx), nice=0)  # the critical path
 
 
 def start_framework_child(ctx: Context) -> None:
@@ -78,9 +87,48 @@ def framework_call(
     return child.call(func, *args, timeout=timeout, hook=hook, quick=quick)
 
 
+@dataclass
+class Training:
+    """The run's training command as it runs: its process group once started, and whether
+    it has ended (made the model, failed, or was stopped)."""
+
+    group: int | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def started(self, group: int) -> None:
+        self.group = group
+
+
+def training(ctx: Context) -> Training:
+    return ctx.memo(_TRAINING, Training)
+
+
+def wait_for_idle_core(ctx: Context) -> bool:
+    """Wait until the training command leaves a core idle (`cores.wait_for_idle_core`): work
+    started then does not slow it down. False where it is not running (ended, not started,
+    not measurable): work that needs its model waits for that instead."""
+    from dlgate.cores import wait_for_idle_core as idle
+
+    running = training(ctx)
+    if running.group is None or running.ended.is_set():
+        return False
+    return idle(running.group, running.ended)
+
+
 def _make(ctx: Context) -> Product:
     out = ctx.artifact_dir("model")
-    return build(ctx.repo, ctx.config.pipeline, out, ctx.head.sha, stop=ctx.stopping)
+    running = training(ctx)
+    try:
+        return build(
+            ctx.repo,
+            ctx.config.pipeline,
+            out,
+            ctx.head.sha,
+            stop=ctx.stopping,
+            started=running.started,
+        )
+    finally:
+        running.ended.set()
 
 
 def build(
@@ -90,6 +138,7 @@ def build(
     sha: str,
     seed: int | None = None,
     stop: threading.Event | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> Product:
     """Train (or take the committed artifact). The command gets the seed (`pipeline.seed`
     unless `seed` is given, as for the noise floor's extra trainings) as `$DLGATE_SEED` and as
@@ -118,6 +167,7 @@ def build(
         env={"DLGATE_GIT_SHA": sha, "DLGATE_SEED": str(seed)},
         substitutions={"out": str(out), "seed": str(seed)},
         stop=stop,
+        started=started,
     )
     onnx = out / settings.onnx
     if not onnx.is_file():

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import GitRepo
 
+from dlgate import gate
 from dlgate import report as report_module
 from dlgate.baselines import Store
 from dlgate.cli import ExitCode, main
+from dlgate.gate import Request
+from dlgate.report import Outcome, Report
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
@@ -209,3 +212,55 @@ def test_a_hanging_training_hook_is_an_error_after_the_timeout(scratch: Scratch)
     assert "timed out" in str(loss["message"])
     assert "3s" in str(loss["message"])
     assert elapsed < 120
+
+
+def _with_idle_tail(repo: GitRepo) -> None:
+    """The training command idles a few seconds after writing the model (as an upload or a
+    cleanup would): a phase that leaves the cores to the gate, whatever the machine's speed."""
+    train = repo.path / "train.py"
+    text = train.read_text()
+    tail = 'if __name__ == "__main__":\n    main()\n'
+    assert text.endswith(tail)
+    train.write_text(text + "    time.sleep(4)\n")
+
+
+def _gate_with_progress(scratch: Scratch, branch: str) -> tuple[Report, list[str]]:
+    messages: list[str] = []
+    request = Request(
+        repo=scratch.repo.path,
+        head=branch,
+        base="main",
+        tracking_uri=scratch.store_uri,
+        out=scratch.out / branch,
+        stages=("training",),
+    )
+    return gate.run(request, messages.append), messages
+
+
+def test_the_smoke_battery_measured_during_the_training_stands_for_the_same_batch(
+    scratch: Scratch,
+) -> None:
+    repo = _branch(scratch, "battery-ahead")
+    _with_idle_tail(repo)
+    repo.commit("the training idles after writing the model")
+    report, messages = _gate_with_progress(scratch, "battery-ahead")
+    notes = [m for m in messages if "smoke battery" in m]
+    held = "training: the smoke battery measured during the training holds (the same batch)"
+    assert notes == [held]
+    loss = report.check("training.loss")
+    assert loss is not None and loss.outcome is Outcome.PASS, loss
+
+
+def test_a_pr_that_changes_the_preprocessing_gets_its_battery_measured_again(
+    scratch: Scratch,
+) -> None:
+    repo = _branch(scratch, "battery-again")
+    _with_idle_tail(repo)
+    train = repo.path / "train.py"
+    train.write_text(train.read_text().replace("MEAN = 0.3054", "MEAN = 0.25"))
+    repo.commit("another normalisation: the model's contract changes")
+    report, messages = _gate_with_progress(scratch, "battery-again")
+    notes = [m for m in messages if "smoke battery" in m]
+    assert len(notes) == 1 and "which this model changes; measuring it again" in notes[0], notes
+    loss = report.check("training.loss")
+    assert loss is not None and loss.outcome is Outcome.PASS, loss
