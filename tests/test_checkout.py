@@ -16,6 +16,10 @@ from conftest import GitRepo
 from dlgate import checkout as checkout_module
 from dlgate.checkout import checkout, trees_dir
 
+# The trees of the fixture's two commits.
+FIRST = {".gitignore": "*.log\n", "train.py": "print('v1')\n", "data/a.txt": "a"}
+SECOND = {".gitignore": "*.log\n", "train.py": "print('v2')\n", "data/b.txt": "b"}
+
 
 @pytest.fixture
 def repo(git_repo: GitRepo) -> GitRepo:
@@ -40,11 +44,7 @@ def files(tree: Path) -> dict[str, str]:
 
 def test_a_run_gets_exactly_the_tree_of_its_revision(repo: GitRepo) -> None:
     with checkout(repo.path, repo.sha("HEAD~1")) as tree:
-        assert files(tree) == {
-            ".gitignore": "*.log\n",
-            "train.py": "print('v1')\n",
-            "data/a.txt": "a",
-        }
+        assert files(tree) == FIRST
         assert subprocess.run(
             ["git", "-C", str(tree), "rev-parse", "HEAD"],
             capture_output=True,
@@ -67,11 +67,7 @@ def test_the_next_run_reuses_the_checkout_and_nothing_of_the_last_run_survives(
         subprocess.run(["git", "init", "-q", str(first / "vendor")], check=True)
     with checkout(repo.path, repo.sha("HEAD")) as second:
         assert second == first
-        assert files(second) == {
-            ".gitignore": "*.log\n",
-            "train.py": "print('v2')\n",
-            "data/b.txt": "b",
-        }
+        assert files(second) == SECOND
         status = subprocess.run(
             ["git", "-C", str(second), "status", "--porcelain", "--ignored"],
             capture_output=True,
@@ -149,11 +145,7 @@ def test_a_damaged_checkout_is_made_afresh(repo: GitRepo, damage: str) -> None:
         tree.with_name("moved").rename(tree)
     with checkout(repo.path, repo.sha("HEAD")) as again:
         assert again == tree
-        assert files(again) == {
-            ".gitignore": "*.log\n",
-            "train.py": "print('v2')\n",
-            "data/b.txt": "b",
-        }
+        assert files(again) == SECOND
 
 
 def test_past_the_kept_slots_a_run_gets_a_temporary_checkout_removed_afterwards(
