@@ -37,8 +37,8 @@ _PARALLEL = ("-c", "checkout.workers=0")
 def trees_dir(repo: Path) -> Path:
     """Where a repository's kept worktrees live: inside its git directory, out of every
     listing of the working tree (git status, globs, test collectors)."""
-    common = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").strip()
-    return Path(common) / "dlgate" / "trees"
+    common = git(repo, "rev-parse", "--git-common-dir").strip()  # relative to `repo`, or not
+    return (repo / common).resolve() / "dlgate" / "trees"
 
 
 @contextlib.contextmanager
