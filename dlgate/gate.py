@@ -58,7 +58,8 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
     merge_base = git.merge_base(git_dir, base.sha, head.sha) if base else None
     # A PR cannot loosen its own gate: the configuration comes from the merge base.
     config_rev = merge_base or head.sha
-    core = _core_config(git_dir, config_rev, request.config_file)
+    config_text = _read_config(git_dir, config_rev, request.config_file)
+    core = _core_config(config_text)
     out = request.out or git_dir / ".dlgate" / "runs" / f"{request.kind}-{head.sha[:7]}"
     with checkout(git_dir, head.sha) as tree:
         ctx = Context(
@@ -77,11 +78,11 @@ def run(request: Request, progress: Callable[[str], None] = lambda _m: None) -> 
                 # The training command needs only the core of the configuration: it starts
                 # before the stages' sections are read (which imports every check).
                 start_training(ctx)
-            config = ctx.config = load_config(git_dir, config_rev, request.config_file)
+            config = ctx.config = _parse_config(config_text)
             stages = _stages(request.stages, config)
             out.mkdir(parents=True, exist_ok=True)
-            ctx.tracking_uri = request.tracking_uri or config.baseline.tracking_uri
-            ctx.tracking_uri = ctx.tracking_uri or _default_uri(git_dir)
+            uri = request.tracking_uri or config.baseline.tracking_uri
+            ctx.tracking_uri = uri or _default_uri(git_dir)
             prepare(ctx, stages)
             results = _in_background(lambda: run_stages(stages, ctx))
         finally:
@@ -132,32 +133,42 @@ def _stages(requested: tuple[str, ...], config: Config) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in chosen)
 
 
-def load_config(
-    git_dir: Path, rev: str, explicit: Path | None, *, core_only: bool = False
-) -> Config:
+def load_config(git_dir: Path, rev: str, explicit: Path | None) -> Config:
+    return _parse_config(_read_config(git_dir, rev, explicit))
+
+
+ConfigText = tuple[str | None, str]  # the text (None: there is no file), where it came from
+
+
+def _read_config(git_dir: Path, rev: str, explicit: Path | None) -> ConfigText:
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(
                 "no such file; pass --config an existing dlgate.yml", file=str(explicit)
             )
-        text = explicit.read_text(encoding="utf-8")
-        return load_text(text, source=str(explicit), core_only=core_only)
+        return explicit.read_text(encoding="utf-8"), str(explicit)
     blob = git.show(git_dir, rev, CONFIG_FILE)
     if blob is None:
-        return default_config(f"defaults (no {CONFIG_FILE} at {rev[:7]})", core_only=core_only)
+        return None, f"defaults (no {CONFIG_FILE} at {rev[:7]})"
     source = f"{CONFIG_FILE} @ {rev[:7]}"
     try:
-        text = blob.decode("utf-8")
+        return blob.decode("utf-8"), source
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", file=source) from None
+
+
+def _parse_config(config: ConfigText, *, core_only: bool = False) -> Config:
+    text, source = config
+    if text is None:
+        return default_config(source, core_only=core_only)
     return load_text(text, source=source, core_only=core_only)
 
 
-def _core_config(git_dir: Path, rev: str, explicit: Path | None) -> Config | None:
+def _core_config(config: ConfigText) -> Config | None:
     """The core sections, or None where they do not load: the whole load says why."""
     try:
-        return load_config(git_dir, rev, explicit, core_only=True)
-    except (ConfigError, OSError):
+        return _parse_config(config, core_only=True)
+    except ConfigError:
         return None
 
 
